@@ -1,0 +1,5 @@
+import sys
+
+from pointsym.cli import main
+
+sys.exit(main())

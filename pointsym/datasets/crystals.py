@@ -1,0 +1,119 @@
+"""Crystal-structure sets: the NeSF npz sets and the CDVAE CSV (CIF) sets, as ``ase.Atoms``."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from pointsym.datasets._root import check_source, data_file, embedded_file
+
+__all__ = ["CRYSTAL_SETS", "load_crystals", "read_crystals_npz", "read_crystals_csv"]
+
+# name -> split -> file relative to the data root
+_NSF = {
+    "lim_l6": {s: f"nsf_crystals/lim_l6_{s}.npz" for s in ("train", "val", "test")},
+    "ICSG3D": {"val": "nsf_crystals/ICSG3D_val.npz", "test": "nsf_crystals/ICSG3D_test.npz",
+               "train": "nsf_crystals/ICSG3D_train.npz"},
+    "YBCO13": {s: f"nsf_crystals/YBCO13_fold0_{s}.npz" for s in ("train", "val", "test")},
+}
+_CDVAE = {
+    "perov_5": {"train": "cdvae_crystals/perov_5/train_subset_cosmosyou.csv.gz",
+                "val": "cdvae_crystals/perov_5/val.csv.gz", "test": "cdvae_crystals/perov_5/test.csv.gz"},
+    "carbon_24": {"train": "cdvae_crystals/carbon_24/train.csv.gz",
+                  "val": "cdvae_crystals/carbon_24/val.csv.gz", "test": "cdvae_crystals/carbon_24/test.csv.gz"},
+    "mp_20": {s: f"cdvae_crystals/mp_20/{s}_subset.csv.gz" for s in ("train", "val", "test")},
+}
+CRYSTAL_SETS = {**_NSF, **_CDVAE}
+_EMBEDDED = {("lim_l6", s): f"lim_l6_{s}_subset.npz" for s in ("train", "val", "test")}
+_EMBEDDED[("perov_5", "val")] = "perov_5_val_subset.csv.gz"
+
+
+def read_crystals_npz(path: str | os.PathLike[str]) -> list:
+    """Read a NeSF-format npz (``positions, numbers, offsets, lengths, angles_rad[, mpid]``).
+
+    Returns periodic ``ase.Atoms`` (cell from lengths in Å and angles converted to degrees,
+    ase's ``cellpar_to_cell`` convention), with ``info["mpid"]`` when present.
+    """
+    from ase import Atoms
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Crystal file {str(path)!r} does not exist.")
+    with np.load(path, allow_pickle=False) as d:
+        missing = {"positions", "numbers", "offsets", "lengths", "angles_rad"} - set(d.files)
+        if missing:
+            raise ValueError(f"{str(path)!r} is not a NeSF crystal npz: missing arrays {sorted(missing)}.")
+        pos, num, off = d["positions"], d["numbers"].astype(np.int64), d["offsets"]
+        lengths, angles = d["lengths"], np.degrees(d["angles_rad"])
+        mpid = d["mpid"] if "mpid" in d.files else None
+    out = []
+    for k in range(len(off) - 1):
+        a = Atoms(numbers=num[off[k]:off[k + 1]], positions=pos[off[k]:off[k + 1]],
+                  cell=np.r_[lengths[k], angles[k]], pbc=True)
+        if mpid is not None:
+            a.info["mpid"] = str(mpid[k])
+        out.append(a)
+    return out
+
+
+def read_crystals_csv(path: str | os.PathLike[str]) -> list:
+    """Read a CDVAE-format CSV (optionally gzipped) with a ``cif`` column into ``ase.Atoms``.
+
+    All other columns go into ``atoms.info`` (numbers parsed as float where possible).
+    """
+    import ase.io
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Crystal file {str(path)!r} does not exist.")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", newline="") as fh:  # type: ignore[operator]
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or "cif" not in reader.fieldnames:
+            raise ValueError(f"{str(path)!r} has no 'cif' column; is it a CDVAE CSV?")
+        out = []
+        for row in reader:
+            atoms = ase.io.read(io.StringIO(row.pop("cif")), format="cif")
+            for key, value in row.items():
+                if key == "":
+                    key = "row_index"
+                try:
+                    atoms.info[key] = float(value)
+                except (TypeError, ValueError):
+                    atoms.info[key] = value
+            out.append(atoms)
+    return out
+
+
+def load_crystals(
+    name: str, split: str = "train", *, source: str = "full", data_dir: str | os.PathLike[str] | None = None
+) -> list:
+    """Load a crystal data set as a list of periodic ``ase.Atoms``.
+
+    Args:
+        name: ``"lim_l6"``, ``"ICSG3D"``, ``"YBCO13"`` (fold 0) -- NeSF npz sets -- or
+            ``"perov_5"``, ``"carbon_24"``, ``"mp_20"`` -- CDVAE CSV sets. Several splits are
+            subsets or missing in the shared data (see ``SOURCE.md``); a missing one raises
+            an error naming the file.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        source: ``"full"`` (data root) or ``"embedded"`` (lim_l6 60/20/20 and perov_5 val 20).
+        data_dir: data root override.
+    """
+    if name not in CRYSTAL_SETS:
+        raise ValueError(f"Expected 'name' to be one of {sorted(CRYSTAL_SETS)} (got {name!r}).")
+    splits = CRYSTAL_SETS[name]
+    if split not in splits:
+        raise ValueError(f"Expected 'split' to be one of {sorted(splits)} for {name!r} (got {split!r}).")
+    if check_source(source) == "embedded":
+        if (name, split) not in _EMBEDDED:
+            have = sorted(f"{n}/{s}" for n, s in _EMBEDDED)
+            raise ValueError(f"No embedded subset for {name}/{split}; embedded crystal sets are {have}.")
+        path = embedded_file(_EMBEDDED[(name, split)])
+    else:
+        path = data_file(splits[split], data_dir, what=f"Crystal set {name}/{split}")
+    return read_crystals_npz(path) if path.name.endswith(".npz") else read_crystals_csv(path)

@@ -1,0 +1,1 @@
+"""The papers' pipelines as importable functions and CLI sub-commands, plus the demo."""

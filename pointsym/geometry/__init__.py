@@ -1,0 +1,24 @@
+"""Geometry core: rotations, the icosahedral group and neighbour lists."""
+
+from pointsym.geometry.icosahedron import icosahedral_rotations, icosahedron, vertex_permutation
+from pointsym.geometry.neighbors import NeighborList, edge_vectors, neighbor_list, parse_pbc
+from pointsym.geometry.rotations import (
+    random_reflection,
+    random_rotation,
+    random_z_rotation,
+    rotation_about_axis,
+)
+
+__all__ = [
+    "NeighborList",
+    "edge_vectors",
+    "icosahedral_rotations",
+    "icosahedron",
+    "neighbor_list",
+    "parse_pbc",
+    "random_reflection",
+    "random_rotation",
+    "random_z_rotation",
+    "rotation_about_axis",
+    "vertex_permutation",
+]

@@ -1,0 +1,3 @@
+"""pointsym.nn (see the package docstring of pointsym)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""pointsym.symmetrize (see the package docstring of pointsym)."""
+
+__all__: list[str] = []

@@ -1,0 +1,9 @@
+"""The one shared trainer: seeding, checkpoint/resume, progress bars, metrics JSON, DDP.
+
+Every model in pointsym trains through :class:`Trainer`. It runs unchanged under
+``torchrun --nproc_per_node=N`` (DistributedDataParallel, one process per device).
+"""
+
+from pointsym.training._trainer import TrainConfig, Trainer, load_checkpoint, seed_everything
+
+__all__ = ["TrainConfig", "Trainer", "load_checkpoint", "seed_everything"]

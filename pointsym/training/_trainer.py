@@ -1,0 +1,382 @@
+"""Implementation of :class:`Trainer` (see package docstring)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pointsym._validation import check_choice, check_int, check_positive
+
+__all__ = ["TrainConfig", "Trainer", "load_checkpoint", "seed_everything"]
+
+CHECKPOINT_VERSION = 1
+
+# loss_fn(model, batch) -> (scalar loss tensor, {metric name: float})
+LossFn = Callable[[torch.nn.Module, Any], "tuple[torch.Tensor, dict[str, float]]"]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices) for reproducible experiments."""
+    seed = check_int("seed", seed, minimum=0)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a training run.
+
+    Attributes:
+        epochs: maximum number of epochs (default: 10).
+        batch_size: per-process batch size (default: 32).
+        lr: Adam learning rate (default: 1e-3).
+        weight_decay: Adam weight decay (default: 0).
+        seed: seed of weights, shuffling and dropout (default: 0).
+        patience: early-stopping patience in epochs on the monitored validation metric;
+            ``None`` disables early stopping (default: None).
+        monitor: validation metric to select the best model (default: "loss").
+        mode: ``"min"`` or ``"max"`` for ``monitor`` (default: "min").
+        grad_clip: max gradient norm, ``None`` for no clipping (default: None).
+        out_dir: directory for ``last.pt``, ``best.pt`` and ``metrics.json``; ``None`` keeps
+            everything in memory (default: None).
+        resume: continue from ``out_dir/last.pt`` when it exists (default: True).
+        device: torch device string (default: "cpu").
+        quiet: disable progress bars (default: False).
+        eval_requires_grad: run validation with autograd enabled, needed when the loss
+            differentiates the model (forces = -dE/dx) (default: False).
+        num_workers: DataLoader workers (default: 0).
+        extra: free-form metadata copied into checkpoints and metrics (default: {}).
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    patience: int | None = None
+    monitor: str = "loss"
+    mode: str = "min"
+    grad_clip: float | None = None
+    out_dir: str | None = None
+    resume: bool = True
+    device: str = "cpu"
+    quiet: bool = False
+    eval_requires_grad: bool = False
+    num_workers: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        check_int("epochs", self.epochs, minimum=0)
+        check_int("batch_size", self.batch_size, minimum=1)
+        check_positive("lr", self.lr)
+        check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        check_int("seed", self.seed, minimum=0)
+        if self.patience is not None:
+            check_int("patience", self.patience, minimum=1)
+        check_choice("mode", self.mode, ("min", "max"))
+        if self.grad_clip is not None:
+            check_positive("grad_clip", self.grad_clip)
+
+
+def _dist_info() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) from the torchrun environment (1 process otherwise)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a pointsym checkpoint, refusing files written by a newer format version."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist.")
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(ckpt, dict) or "format_version" not in ckpt:
+        raise ValueError(f"{str(path)!r} is not a pointsym checkpoint (no 'format_version').")
+    if ckpt["format_version"] > CHECKPOINT_VERSION:
+        raise ValueError(
+            f"Checkpoint {str(path)!r} has format version {ckpt['format_version']}, newer than this "
+            f"pointsym supports ({CHECKPOINT_VERSION}); upgrade pointsym."
+        )
+    return ckpt
+
+
+class Trainer:
+    """Minimal, model-agnostic training loop.
+
+    Args:
+        model: any ``torch.nn.Module``.
+        loss_fn: ``loss_fn(model, batch) -> (loss, metrics)``; ``loss`` is a scalar tensor,
+            ``metrics`` a dict of floats averaged over batches (weighted by batch size).
+        config: a :class:`TrainConfig`.
+        optimizer: defaults to Adam(lr, weight_decay).
+        scheduler: optional LR scheduler, stepped once per epoch.
+        collate_fn: passed to the DataLoader.
+
+    Example:
+        >>> import torch
+        >>> from pointsym.training import TrainConfig, Trainer
+        >>> x = torch.randn(64, 3); y = x.sum(1, keepdim=True)
+        >>> data = list(zip(x, y))
+        >>> model = torch.nn.Linear(3, 1)
+        >>> def loss_fn(m, b):
+        ...     loss = torch.nn.functional.mse_loss(m(b[0]), b[1]); return loss, {"mse": loss.item()}
+        >>> hist = Trainer(model, loss_fn, TrainConfig(epochs=2, quiet=True)).fit(data)
+        >>> len(hist)
+        2
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        loss_fn: LossFn,
+        config: TrainConfig | None = None,
+        *,
+        optimizer: torch.optim.Optimizer | None = None,
+        scheduler: Any = None,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+    ) -> None:
+        self.config = config or TrainConfig()
+        self.config.validate()
+        self.rank, self.local_rank, self.world_size = _dist_info()
+        self.device = torch.device(self.config.device)
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                backend = "nccl" if self.device.type == "cuda" else "gloo"
+                dist.init_process_group(backend=backend)
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", self.local_rank)
+                torch.cuda.set_device(self.device)
+        self.model = model.to(self.device)
+        self._ddp_model: torch.nn.Module = self.model
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._ddp_model = DistributedDataParallel(self.model, device_ids=ids)
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer or torch.optim.Adam(
+            self.model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
+        )
+        self.scheduler = scheduler
+        self.collate_fn = collate_fn
+        self.history: list[dict[str, Any]] = []
+        self.start_epoch = 0
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.bad_epochs = 0
+        self.out_dir = Path(self.config.out_dir) if self.config.out_dir else None
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def _loader(self, data: Dataset | Sequence[Any], shuffle: bool, epoch: int) -> DataLoader:
+        sampler = None
+        if self.world_size > 1:
+            from torch.utils.data.distributed import DistributedSampler
+
+            sampler = DistributedSampler(data, shuffle=shuffle, seed=self.config.seed)  # type: ignore[arg-type]
+            sampler.set_epoch(epoch)
+        gen = torch.Generator().manual_seed(self.config.seed + 7919 * epoch)
+        return DataLoader(
+            data,  # type: ignore[arg-type]
+            batch_size=self.config.batch_size,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
+            generator=gen,
+            collate_fn=self.collate_fn,
+            num_workers=self.config.num_workers,
+        )
+
+    def _to_device(self, batch: Any) -> Any:
+        if isinstance(batch, torch.Tensor):
+            return batch.to(self.device)
+        if isinstance(batch, (list, tuple)):
+            return type(batch)(self._to_device(b) for b in batch)
+        if isinstance(batch, dict):
+            return {k: self._to_device(v) for k, v in batch.items()}
+        if hasattr(batch, "to"):
+            return batch.to(self.device)
+        return batch
+
+    @staticmethod
+    def _batch_size(batch: Any) -> int:
+        if isinstance(batch, torch.Tensor):
+            return int(batch.shape[0])
+        if isinstance(batch, (list, tuple)) and batch:
+            return Trainer._batch_size(batch[0])
+        if isinstance(batch, dict) and batch:
+            return Trainer._batch_size(next(iter(batch.values())))
+        return int(getattr(batch, "batch_size", 1))
+
+    def _reduce(self, sums: dict[str, float], count: float) -> dict[str, float]:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            keys = sorted(sums)
+            t = torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64, device=self.device)
+            dist.all_reduce(t)
+            sums, count = dict(zip(keys, t[:-1].tolist())), float(t[-1])
+        return {k: v / max(count, 1.0) for k, v in sums.items()}
+
+    def _run_epoch(self, data: Any, train: bool, epoch: int) -> dict[str, float]:
+        from tqdm.auto import tqdm
+
+        self._ddp_model.train(train)
+        loader = self._loader(data, shuffle=train, epoch=epoch)
+        sums: dict[str, float] = {}
+        count = 0.0
+        desc = f"epoch {epoch + 1}/{self.config.epochs} {'train' if train else 'val'}"
+        bar = tqdm(loader, desc=desc, leave=False, disable=self.config.quiet or not self.is_main)
+        grad_ctx = torch.enable_grad() if (train or self.config.eval_requires_grad) else torch.no_grad()
+        with grad_ctx:
+            for batch in bar:
+                batch = self._to_device(batch)
+                loss, metrics = self.loss_fn(self._ddp_model, batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"Loss became {loss.item()} at epoch {epoch + 1}; lower 'lr', enable 'grad_clip' "
+                        "or check the inputs for NaN."
+                    )
+                if train:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if self.config.grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+                    self.optimizer.step()
+                bs = float(self._batch_size(batch))
+                count += bs
+                metrics = {"loss": float(loss.detach()), **metrics}
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * bs
+                bar.set_postfix(loss=f"{metrics['loss']:.4g}")
+        return self._reduce(sums, count)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self, epoch: int) -> dict[str, Any]:
+        return {
+            "format_version": CHECKPOINT_VERSION,
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "history": self.history,
+            "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "config": asdict(self.config),
+            "rng": {
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+                "torch": torch.get_rng_state(),
+            },
+        }
+
+    def _save(self, name: str, epoch: int) -> None:
+        if self.out_dir is None or not self.is_main:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.out_dir / f"{name}.ckpt.tmp"
+        torch.save(self.state_dict(epoch), tmp)
+        os.replace(tmp, self.out_dir / name)  # atomic: a killed run never leaves half a file
+
+    def _maybe_resume(self) -> None:
+        if self.out_dir is None or not self.config.resume:
+            return
+        path = self.out_dir / "last.pt"
+        if not path.is_file():
+            return
+        ckpt = load_checkpoint(path, map_location=self.device)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler is not None and ckpt.get("scheduler") is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.history = list(ckpt["history"])
+        self.best_value = ckpt["best_value"]
+        self.best_epoch = ckpt["best_epoch"]
+        self.bad_epochs = ckpt["bad_epochs"]
+        self.start_epoch = int(ckpt["epoch"]) + 1
+        rng = ckpt["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+
+    def _improved(self, value: float) -> bool:
+        if self.best_value is None:
+            return True
+        return value < self.best_value if self.config.mode == "min" else value > self.best_value
+
+    def write_metrics(self, extra: dict[str, Any] | None = None) -> Path | None:
+        """Write ``out_dir/metrics.json`` (history, best epoch, config, extras)."""
+        if self.out_dir is None or not self.is_main:
+            return None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "history": self.history,
+            "best_epoch": self.best_epoch,
+            "best_value": self.best_value,
+            "monitor": self.config.monitor,
+            "config": asdict(self.config),
+            **(extra or {}),
+        }
+        path = self.out_dir / "metrics.json"
+        path.write_text(json.dumps(payload, indent=2, default=float))
+        return path
+
+    # ------------------------------------------------------------------ main loop
+    def fit(self, train_data: Any, val_data: Any = None) -> list[dict[str, Any]]:
+        """Train for ``config.epochs`` epochs (resuming if a checkpoint exists).
+
+        Returns the history: one dict per epoch with ``train_*``/``val_*`` metrics,
+        ``epoch`` (1-based) and ``seconds``.
+        """
+        seed_everything(self.config.seed)
+        self._maybe_resume()
+        for epoch in range(self.start_epoch, self.config.epochs):
+            t0 = time.perf_counter()
+            row: dict[str, Any] = {"epoch": epoch + 1}
+            row.update({f"train_{k}": v for k, v in self._run_epoch(train_data, True, epoch).items()})
+            if val_data is not None:
+                row.update({f"val_{k}": v for k, v in self._run_epoch(val_data, False, epoch).items()})
+            if self.scheduler is not None:
+                self.scheduler.step()
+            row["seconds"] = time.perf_counter() - t0
+            self.history.append(row)
+            key = f"val_{self.config.monitor}" if val_data is not None else f"train_{self.config.monitor}"
+            if key not in row:
+                raise ValueError(f"Monitored metric {key!r} not produced by loss_fn (have {sorted(row)}).")
+            value = float(row[key])
+            if math.isfinite(value) and self._improved(value):
+                self.best_value, self.best_epoch, self.bad_epochs = value, epoch + 1, 0
+                self._save("best.pt", epoch)
+            else:
+                self.bad_epochs += 1
+            self._save("last.pt", epoch)
+            self.write_metrics()
+            if not self.config.quiet and self.is_main:
+                shown = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float))
+                print(f"[epoch {epoch + 1}/{self.config.epochs}] {shown}", flush=True)
+            if self.config.patience is not None and self.bad_epochs >= self.config.patience:
+                break
+        return self.history
+
+    def load_best(self) -> torch.nn.Module:
+        """Load ``out_dir/best.pt`` weights into the model (no-op without ``out_dir``)."""
+        if self.out_dir is not None and (self.out_dir / "best.pt").is_file():
+            self.model.load_state_dict(load_checkpoint(self.out_dir / "best.pt", self.device)["model"])
+        return self.model
