@@ -8,9 +8,11 @@ The 12 level-0 vertices and 20 faces follow the concentric-spherical-network ref
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
+from pointsym._validation import check_choice
 from pointsym.geometry.rotations import rotation_about_axis
 
 __all__ = ["icosahedron", "icosahedral_rotations", "vertex_permutation"]
@@ -78,13 +80,23 @@ def _group() -> np.ndarray:
     return out
 
 
-def icosahedral_rotations() -> np.ndarray:
-    """The 60 proper rotations of the icosahedral group, float64 ``(60, 3, 3)``.
+def icosahedral_rotations(*, backend: str = "numpy", dtype: Any = None, device: Any = None) -> Any:
+    """The 60 proper rotations of the icosahedral group, ``(60, 3, 3)`` (float64 by default).
 
     Element 0 is the identity. Each matrix ``R`` maps the icosahedron's vertices onto
     themselves: ``icosahedron()[0] @ R.T`` is a permutation of the vertices.
+
+    Args:
+        backend: ``"numpy"`` (default) or ``"torch"``.
+        dtype: output dtype; device: torch device for the torch backend.
     """
-    return _group().copy()
+    check_choice("backend", backend, ("numpy", "torch"))
+    group = _group().copy()
+    if backend == "numpy":
+        return group.astype(dtype or np.float64)
+    import torch
+
+    return torch.as_tensor(group, dtype=dtype or torch.float64, device=device)
 
 
 def vertex_permutation(rotation: np.ndarray, vertices: np.ndarray, atol: float = 1e-6) -> np.ndarray:

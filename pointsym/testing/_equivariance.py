@@ -270,6 +270,11 @@ def assert_invariant(
     """Assert that every output of ``fn`` is invariant under ``kind``.
 
     ``per_atom=True`` declares outputs whose atom axis follows permutations (per-centre
-    descriptors). See :func:`assert_equivariant` for tolerances.
+    descriptors). A multi-output ``fn`` may pass ``outputs=`` with a matching structure of
+    ``"invariant"``/``"atom_invariant"``. See :func:`assert_equivariant` for tolerances.
     """
-    return assert_equivariant(fn, inputs, kind, outputs="atom_invariant" if per_atom else "invariant", **kwargs)
+    outputs = kwargs.pop("outputs", "atom_invariant" if per_atom else "invariant")
+    flat = outputs.values() if isinstance(outputs, Mapping) else ([outputs] if isinstance(outputs, str) else outputs)
+    if any(t not in ("invariant", "atom_invariant") for t in flat):
+        raise ValueError(f"assert_invariant takes only invariant output types (got {outputs!r}); use assert_equivariant.")
+    return assert_equivariant(fn, inputs, kind, outputs=outputs, **kwargs)

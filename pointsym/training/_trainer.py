@@ -179,6 +179,8 @@ class Trainer:
         self.best_epoch: int | None = None
         self.bad_epochs = 0
         self.out_dir = Path(self.config.out_dir) if self.config.out_dir else None
+        # Without out_dir the best weights are kept in memory so load_best() still works.
+        self._best_state: dict[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -364,6 +366,8 @@ class Trainer:
             if math.isfinite(value) and self._improved(value):
                 self.best_value, self.best_epoch, self.bad_epochs = value, epoch + 1, 0
                 self._save("best.pt", epoch)
+                if self.out_dir is None:
+                    self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             else:
                 self.bad_epochs += 1
             self._save("last.pt", epoch)
@@ -376,7 +380,9 @@ class Trainer:
         return self.history
 
     def load_best(self) -> torch.nn.Module:
-        """Load ``out_dir/best.pt`` weights into the model (no-op without ``out_dir``)."""
+        """Load the best weights seen so far (from ``out_dir/best.pt`` or memory) into the model."""
         if self.out_dir is not None and (self.out_dir / "best.pt").is_file():
             self.model.load_state_dict(load_checkpoint(self.out_dir / "best.pt", self.device)["model"])
+        elif self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
         return self.model

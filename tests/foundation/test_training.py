@@ -1,0 +1,130 @@
+"""The shared trainer: learning, checkpoint/resume equivalence, early stopping, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pointsym.training import TrainConfig, Trainer, load_checkpoint
+
+
+def _data(n=96, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=g)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]) + 0.1
+    return list(zip(x, y))
+
+
+def _loss(model, batch):
+    x, y = batch
+    loss = torch.nn.functional.mse_loss(model(x), y)
+    return loss, {"mse": loss.item()}
+
+
+def _model():
+    torch.manual_seed(0)
+    return torch.nn.Linear(4, 1)
+
+
+def test_trainer_learns_and_writes_metrics(tmp_path):
+    cfg = TrainConfig(epochs=30, batch_size=16, lr=0.05, out_dir=str(tmp_path), quiet=True)
+    hist = Trainer(_model(), _loss, cfg).fit(_data(), _data(32, seed=1))
+    assert len(hist) == 30 and hist[-1]["val_mse"] < 1e-2 < hist[0]["val_mse"]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["best_epoch"] >= 25 and len(metrics["history"]) == 30
+    assert (tmp_path / "best.pt").is_file() and (tmp_path / "last.pt").is_file()
+
+
+def test_resume_gives_identical_result(tmp_path):
+    def run(out, epochs):
+        cfg = TrainConfig(epochs=epochs, batch_size=16, lr=0.02, out_dir=str(out), quiet=True, seed=3)
+        model = _model()
+        Trainer(model, _loss, cfg).fit(_data(), _data(32, seed=1))
+        return model
+
+    straight = run(tmp_path / "a", 6)
+    run(tmp_path / "b", 3)  # interrupted after 3 epochs ...
+    resumed = run(tmp_path / "b", 6)  # ... and resumed to 6
+    for p, q in zip(straight.parameters(), resumed.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-7)
+    hist = json.loads((tmp_path / "b" / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4, 5, 6]
+
+
+def test_early_stopping_and_load_best(tmp_path):
+    cfg = TrainConfig(epochs=50, batch_size=96, lr=5.0, patience=2, out_dir=str(tmp_path), quiet=True)
+    trainer = Trainer(_model(), _loss, cfg)
+    hist = trainer.fit(_data(), _data(32, seed=1))
+    assert len(hist) < 50  # lr too large: validation gets worse, training stops early
+    best = load_checkpoint(tmp_path / "best.pt")
+    trainer.load_best()
+    torch.testing.assert_close(trainer.model.state_dict()["weight"], best["model"]["weight"])
+
+
+def test_trainer_errors(tmp_path):
+    with pytest.raises(ValueError, match="'lr'"):
+        Trainer(_model(), _loss, TrainConfig(lr=-1))
+    with pytest.raises(ValueError, match="'mode'"):
+        Trainer(_model(), _loss, TrainConfig(mode="best"))
+    with pytest.raises(ValueError, match="val_accuracy"):
+        Trainer(_model(), _loss, TrainConfig(epochs=1, monitor="accuracy", quiet=True)).fit(_data(), _data(8))
+
+    def nan_loss(model, batch):
+        return model(batch[0]).sum() * float("nan"), {}
+
+    with pytest.raises(FloatingPointError, match="lr"):
+        Trainer(_model(), nan_loss, TrainConfig(epochs=1, quiet=True)).fit(_data())
+    torch.save({"format_version": 99}, tmp_path / "new.pt")
+    with pytest.raises(ValueError, match="upgrade pointsym"):
+        load_checkpoint(tmp_path / "new.pt")
+
+
+def test_load_best_in_memory_without_out_dir():
+    cfg = TrainConfig(epochs=20, batch_size=96, lr=5.0, quiet=True)
+    trainer = Trainer(_model(), _loss, cfg)
+    hist = trainer.fit(_data(), _data(32, seed=1))
+    best = min(hist, key=lambda h: h["val_loss"])
+    trainer.load_best()
+    x, y = zip(*_data(32, seed=1))
+    with torch.no_grad():
+        val = torch.nn.functional.mse_loss(trainer.model(torch.stack(x)), torch.stack(y)).item()
+    assert abs(val - best["val_loss"]) < 1e-5 * max(1.0, val)
+
+
+_DDP_SCRIPT = '''
+import json, os, sys, torch
+from pointsym.training import TrainConfig, Trainer
+g = torch.Generator().manual_seed(0)
+x = torch.randn(64, 4, generator=g); y = x.sum(1, keepdim=True)
+torch.manual_seed(0)
+model = torch.nn.Linear(4, 1)
+def loss_fn(m, b):
+    l = torch.nn.functional.mse_loss(m(b[0]), b[1]); return l, {"mse": l.item()}
+hist = Trainer(model, loss_fn, TrainConfig(epochs=3, batch_size=8, lr=0.05, out_dir=sys.argv[1], quiet=True)).fit(
+    list(zip(x, y)), list(zip(x[:16], y[:16])))
+w = model.weight.detach().flatten().tolist()
+with open(os.path.join(sys.argv[1], f"rank{os.environ.get('RANK', '0')}.json"), "w") as fh:
+    json.dump({"w": w, "world": os.environ.get("WORLD_SIZE")}, fh)
+'''
+
+
+def test_runs_unchanged_under_torchrun(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text(_DDP_SCRIPT)
+    out = tmp_path / "out"
+    res = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(out)],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    r0 = json.loads((out / "rank0.json").read_text())
+    r1 = json.loads((out / "rank1.json").read_text())
+    assert r0["world"] == "2"
+    assert r0["w"] == pytest.approx(r1["w"], abs=1e-7)  # DDP keeps replicas in sync
+    hist = json.loads((out / "metrics.json").read_text())["history"]
+    assert len(hist) == 3 and hist[-1]["train_mse"] < hist[0]["train_mse"]
