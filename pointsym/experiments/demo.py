@@ -23,6 +23,7 @@ __all__ = ["DemoContext", "STAGES", "register", "run_demo"]
 
 STAGES: list[tuple[str, str]] = [
     ("data", "pointsym.experiments.demo_data:stage"),
+    ("csnn", "pointsym.experiments.demo_csnn:stage"),
 ]
 
 
