@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pointsym.experiments.demo",
     "pointsym.experiments.data_info",
     "pointsym.experiments.csnn_shapes",
+    "pointsym.experiments.pixel_soap",
 )
 
 

@@ -24,6 +24,7 @@ __all__ = ["DemoContext", "STAGES", "register", "run_demo"]
 STAGES: list[tuple[str, str]] = [
     ("data", "pointsym.experiments.demo_data:stage"),
     ("csnn", "pointsym.experiments.demo_csnn:stage"),
+    ("pixel_soap", "pointsym.experiments.demo_pixel_soap:stage"),
 ]
 
 
