@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pointsym.experiments.data_info",
     "pointsym.experiments.csnn_shapes",
     "pointsym.experiments.pixel_soap",
+    "pointsym.experiments.nesf_cli",
 )
 
 

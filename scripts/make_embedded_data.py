@@ -7,6 +7,7 @@ Subsets are deterministic (first items or a seeded choice, stated per file below
 from __future__ import annotations
 
 import gzip
+import json
 import sys
 from pathlib import Path
 
@@ -45,6 +46,11 @@ for split, n in (("train", 60), ("val", 20), ("test", 20)):
         np.savez_compressed(OUT / f"lim_l6_{split}_subset.npz", positions=d["positions"][: off[n]],
                             numbers=d["numbers"][: off[n]], offsets=off[: n + 1], lengths=d["lengths"][:n],
                             angles_rad=d["angles_rad"][:n], mpid=d["mpid"][:n])
+    # 'numbers' are species indices: ship the index -> atomic number map beside the subset.
+    attr = json.loads((ROOT / f"nsf_crystals/lim_l6_{split}.attr.json").read_text())
+    (OUT / f"lim_l6_{split}_subset.attr.json").write_text(
+        json.dumps({"num_species": attr["num_species"], "sidx_to_z": attr["sidx_to_z"],
+                    "mpid": attr["mpid"][:n]}))
 
 # perov_5 val: first 20 rows of the CSV.
 with gzip.open(ROOT / "cdvae_crystals/perov_5/val.csv.gz", "rt") as fh:

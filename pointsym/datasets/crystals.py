@@ -5,14 +5,18 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import os
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pointsym.datasets._root import check_source, data_file, embedded_file
 
-__all__ = ["CRYSTAL_SETS", "load_crystals", "read_crystals_npz", "read_crystals_csv"]
+__all__ = ["CRYSTAL_SETS", "load_crystals", "read_crystals_npz", "read_crystals_csv", "resolve_species_map"]
 
 # name -> split -> file relative to the data root
 _NSF = {
@@ -33,8 +37,58 @@ _EMBEDDED = {("lim_l6", s): f"lim_l6_{s}_subset.npz" for s in ("train", "val", "
 _EMBEDDED[("perov_5", "val")] = "perov_5_val_subset.csv.gz"
 
 
-def read_crystals_npz(path: str | os.PathLike[str]) -> list:
+def _attr_path(path: Path) -> Path:
+    return path.with_name(path.name[: -len(".npz")] + ".attr.json")
+
+
+def resolve_species_map(path: str | os.PathLike[str], raw: np.ndarray, sidx_to_z: Any = "auto") -> np.ndarray:
+    """Turn the ``numbers`` stored in a NeSF npz into atomic numbers.
+
+    The NeSF files store each atom's *species index* (position in the data set's sorted list
+    of elements), not its atomic number; the map is ``sidx_to_z`` in ``<stem>.attr.json``
+    beside the npz, and it differs between data sets.
+
+    Args:
+        path: the npz file (used to find ``<stem>.attr.json``).
+        raw: the stored ``numbers``.
+        sidx_to_z: ``"auto"`` (default): the map in ``<stem>.attr.json`` when present, else
+            ``numbers`` are taken as atomic numbers with a warning (an error when an index 0
+            shows they cannot be); a sequence: that map; ``None``: ``numbers`` as they are.
+
+    Returns:
+        int64 atomic numbers, same shape as ``raw``.
+    """
+    path = Path(path)
+    raw = np.asarray(raw, dtype=np.int64)
+    if isinstance(sidx_to_z, str):
+        if sidx_to_z != "auto":
+            raise ValueError(f"Expected 'sidx_to_z' to be 'auto', None or a sequence of atomic numbers (got {sidx_to_z!r}).")
+        attr = _attr_path(path)
+        if attr.is_file():
+            sidx_to_z = json.loads(attr.read_text())["sidx_to_z"]
+        elif raw.size and raw.min() < 1:
+            raise ValueError(
+                f"{str(path)!r} stores species index 0, so its 'numbers' are species indices, but "
+                f"{attr.name!r} (with 'sidx_to_z') is not beside it; put it there or pass sidx_to_z=[...]."
+            )
+        else:
+            warnings.warn(f"No {attr.name!r} beside {str(path)!r}: taking its 'numbers' as atomic numbers.",
+                          stacklevel=3)
+            return raw
+    if sidx_to_z is None:
+        return raw
+    table = np.asarray(sidx_to_z, dtype=np.int64)
+    if raw.size and (raw.min() < 0 or raw.max() >= len(table)):
+        raise ValueError(f"{str(path)!r} has species indices up to {int(raw.max())} but 'sidx_to_z' has only "
+                         f"{len(table)} entries; is it the map of another data set?")
+    return table[raw]
+
+
+def read_crystals_npz(path: str | os.PathLike[str], *, sidx_to_z: Sequence[int] | str | None = "auto") -> list:
     """Read a NeSF-format npz (``positions, numbers, offsets, lengths, angles_rad[, mpid]``).
+
+    ``numbers`` in these files are species indices; they are mapped to atomic numbers with
+    :func:`resolve_species_map` (``sidx_to_z`` has the same meaning there).
 
     Returns periodic ``ase.Atoms`` (cell from lengths in Å and angles converted to degrees,
     ase's ``cellpar_to_cell`` convention), with ``info["mpid"]`` when present.
@@ -48,9 +102,10 @@ def read_crystals_npz(path: str | os.PathLike[str]) -> list:
         missing = {"positions", "numbers", "offsets", "lengths", "angles_rad"} - set(d.files)
         if missing:
             raise ValueError(f"{str(path)!r} is not a NeSF crystal npz: missing arrays {sorted(missing)}.")
-        pos, num, off = d["positions"], d["numbers"].astype(np.int64), d["offsets"]
+        pos, raw, off = d["positions"], d["numbers"], d["offsets"]
         lengths, angles = d["lengths"], np.degrees(d["angles_rad"])
         mpid = d["mpid"] if "mpid" in d.files else None
+    num = resolve_species_map(path, raw, sidx_to_z)
     out = []
     for k in range(len(off) - 1):
         a = Atoms(numbers=num[off[k]:off[k + 1]], positions=pos[off[k]:off[k + 1]],

@@ -25,6 +25,7 @@ STAGES: list[tuple[str, str]] = [
     ("data", "pointsym.experiments.demo_data:stage"),
     ("csnn", "pointsym.experiments.demo_csnn:stage"),
     ("pixel_soap", "pointsym.experiments.demo_pixel_soap:stage"),
+    ("nesf", "pointsym.experiments.demo_nesf:stage"),
 ]
 
 

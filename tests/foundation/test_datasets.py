@@ -119,3 +119,27 @@ def test_full_data_shapes(data_root):
     assert carbon[0].arrays["forces"].shape == (4, 3)
     with pytest.raises(DataNotFoundError, match="ICSG3D_test"):
         load_crystals("ICSG3D", "test", data_dir=data_root)
+
+
+def test_nesf_species_indices_are_mapped_to_elements(tmp_path):
+    import json
+
+    # lim_l6 stores species indices; the embedded subset ships its index -> Z map.
+    crystals = load_crystals("lim_l6", "train", source="embedded")
+    assert all(a.numbers.min() >= 1 for a in crystals)
+    # a file whose map is missing and that uses index 0 cannot be read as atomic numbers
+    np.savez(tmp_path / "x.npz", positions=np.zeros((1, 3)), numbers=np.array([0]), offsets=np.array([0, 1]),
+             lengths=np.ones((1, 3)) * 3, angles_rad=np.full((1, 3), np.pi / 2))
+    from pointsym.datasets import read_crystals_npz
+
+    with pytest.raises(ValueError, match="sidx_to_z"):
+        read_crystals_npz(tmp_path / "x.npz")
+    (tmp_path / "x.attr.json").write_text(json.dumps({"sidx_to_z": [26]}))
+    assert read_crystals_npz(tmp_path / "x.npz")[0].get_chemical_formula() == "Fe"
+
+
+@pytest.mark.dataset
+def test_full_nesf_elements(data_root):
+    by_id = {a.info["mpid"]: a for a in load_crystals("lim_l6", "train", data_dir=data_root)}
+    assert by_id["mp-23"].get_chemical_formula() == "Ni4"  # Materials Project mp-23 is Ni
+    assert by_id["mp-5229"].get_chemical_formula() == "O3SrTi"  # SrTiO3

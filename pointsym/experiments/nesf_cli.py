@@ -1,0 +1,398 @@
+"""``pointsym nesf-train`` and ``pointsym nesf-eval``: neural structure fields on crystal sets.
+
+``nesf-train`` fits the NeSF autoencoder through :class:`pointsym.training.Trainer`
+(checkpoints in ``OUT/checkpoints``, resumable), then exports the best model (lowest
+validation loss) to ``OUT/nesf_<data>.pt`` and writes ``OUT/train_<data>.json``.
+
+``nesf-eval`` decodes every structure of a data set from a trained model's fields (or from
+the exact analytic fields with ``--model exact``), prints the NeSF metrics and writes
+``OUT/eval_<tag>.json`` plus a picture of a few reconstructions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pointsym.experiments._common import add_common_arguments, progress
+
+__all__ = ["evaluate", "plot_reconstructions", "plot_training", "register"]
+
+_METRIC_LABELS = [
+    ("atom_count_error_pct", "Error in number of atoms [%]"),
+    ("position_error_actual", "Position error (actual) [A]"),
+    ("position_error_detected", "Position error (detected) [A]"),
+    ("species_error_actual_pct", "Species error (actual) [%]"),
+    ("species_error_detected_pct", "Species error (detected) [%]"),
+    ("lengths_mae", "Lattice lengths MAE [A]"),
+    ("angles_mae_deg", "Lattice angles MAE [deg]"),
+]
+
+
+def _ints(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError as exc:
+        raise ValueError(f"Expected comma-separated integers (got {text!r}).") from exc
+
+
+def _load_set(data: str, split: str, args: argparse.Namespace, limit: int | None = None) -> Any:
+    from pointsym.fields import load_nesf_set, read_nesf_npz
+
+    if data.endswith(".npz") and getattr(args, "sidx_to_z", None):
+        table = json.loads(Path(args.sidx_to_z).read_text())
+        table = table["sidx_to_z"] if isinstance(table, dict) else table
+        crystals = read_nesf_npz(data, sidx_to_z=table)
+    else:
+        crystals = load_nesf_set(data, split, source="embedded" if args.embedded else "full", data_dir=args.data_dir)
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"Expected '--limit' >= 1 (got {limit}).")
+        crystals = crystals.subset(range(min(limit, len(crystals))))
+    return crystals
+
+
+def _data_tag(data: str, split: str) -> str:
+    return Path(data).name[: -len(".npz")] if data.endswith(".npz") else f"{data}_{split}"
+
+
+# ---------------------------------------------------------------------------------- train
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from pointsym.experiments.results import save_results
+    from pointsym.fields import ALL_ELEMENTS, NeSF, NeSFLoss, QuerySampler, collate_crystals, crystal_dataset, save_nesf
+    from pointsym.training import TrainConfig, Trainer, load_checkpoint, seed_everything
+
+    train = _load_set(args.data, args.train_split, args, args.limit_train)
+    val = None
+    if args.val_split != "none":
+        if args.val_data is None and args.data.endswith(".npz"):
+            print("nesf-train: no --val-data given for an npz training file: training without validation "
+                  "(the last epoch is exported).")
+        else:
+            val = _load_set(args.val_data or args.data, args.val_split, args, args.limit_val)
+    lo, hi = train.bounding_box()
+    vocab = ALL_ELEMENTS if args.species_vocab == "all" else tuple(sorted(set(train.numbers.tolist())))
+    seed_everything(args.seed)
+    model_kwargs: dict[str, Any] = {
+        "species": vocab, "latent_dim": args.latent_dim, "box_min": lo.tolist(), "box_max": hi.tolist(),
+        "query_encoding": args.query_encoding, "dropout": args.dropout,
+    }
+    if args.position_channels:
+        model_kwargs["position_channels"] = _ints(args.position_channels)
+    if args.species_channels:
+        model_kwargs["species_channels"] = _ints(args.species_channels)
+    model = NeSF(**model_kwargs)
+    if args.init_from:
+        # warm start from exported weights (e.g. the committed checkpoint); a last.pt in the
+        # checkpoint directory, when present, still takes precedence (Trainer resume).
+        from pointsym.fields import load_nesf
+
+        init, _ = load_nesf(args.init_from)
+        if init.config() != model.config():
+            raise ValueError(f"--init-from {args.init_from!r} has another architecture/vocabulary/box than this run; "
+                             f"its config is {init.config()}.")
+        model.load_state_dict(init.state_dict())
+    sampler = QuerySampler(lo, hi, n_global=args.n_global, n_local=args.n_local, n_species=args.n_species)
+    loss_fn = NeSFLoss(sampler)
+    train_items = crystal_dataset(train, model)
+    val_items = crystal_dataset(val, model) if val is not None else None
+    out = Path(args.out)
+    tag = _data_tag(args.data, args.train_split).removesuffix(f"_{args.train_split}")
+    ckpt_dir = out / "checkpoints" / tag
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.lr_step, gamma=args.lr_gamma)
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, patience=args.patience,
+        out_dir=str(ckpt_dir), resume=not args.restart, device=args.device, quiet=args.quiet,
+        extra={"nesf": model.config(), "sampler": sampler.settings, "data": tag},
+    )
+    if args.restart and (ckpt_dir / "last.pt").is_file():
+        (ckpt_dir / "last.pt").unlink()
+    trainer = Trainer(model, loss_fn, config, optimizer=optimizer, scheduler=scheduler, collate_fn=collate_crystals)
+    n_params = sum(p.numel() for p in model.parameters())
+    if not args.quiet:
+        print(f"nesf-train: {len(train)} train / {len(val) if val is not None else 0} val structures, "
+              f"{n_params} parameters, box {np.round(lo, 3).tolist()} .. {np.round(hi, 3).tolist()}, {sampler!r}")
+    t0 = time.perf_counter()
+    if args.max_minutes is None:
+        trainer.fit(train_items, val_items)
+    else:
+        # One epoch per fit() call (each resumes from last.pt, identical to a single run) so
+        # that the wall-time budget is checked between epochs.
+        done = int(load_checkpoint(ckpt_dir / "last.pt")["epoch"]) + 1 if (ckpt_dir / "last.pt").is_file() else 0
+        while done < args.epochs:
+            trainer.config.epochs = done + 1
+            trainer.fit(train_items, val_items)
+            done = len(trainer.history)
+            stopped = args.patience is not None and trainer.bad_epochs >= args.patience
+            if stopped or time.perf_counter() - t0 > 60 * args.max_minutes:
+                break
+    session_seconds = time.perf_counter() - t0
+    history = trainer.history
+    best_path = ckpt_dir / ("best.pt" if (ckpt_dir / "best.pt").is_file() else "last.pt")
+    best = load_checkpoint(best_path)
+    model.load_state_dict(best["model"])
+    total_seconds = float(sum(h.get("seconds", 0.0) for h in history))
+    meta = {
+        "data": tag, "n_train": len(train), "n_val": len(val) if val is not None else 0,
+        "epochs_run": len(history), "best_epoch": trainer.best_epoch, "best_val_loss": trainer.best_value,
+        "train_seconds_total": total_seconds, "sampler": sampler.settings, "n_parameters": n_params,
+        "checkpoint_source": str(best_path),
+    }
+    export = out / f"nesf_{tag}.pt"
+    save_nesf(model, export, meta=meta)
+    payload = {
+        "task": "nesf-train", **meta, "export": str(export), "session_seconds": session_seconds,
+        "model_config": model.config(), "last_epoch": history[-1] if history else None,
+        "best_row": next((h for h in history if h["epoch"] == trainer.best_epoch), None),
+        "history": history,
+    }
+    path = save_results(out / f"train_{tag}.json", payload)
+    if history:
+        plot_training(history, out / f"train_{tag}.png")
+    print(f"nesf-train: {len(history)} epochs in total ({total_seconds / 60:.1f} min of epochs; this session "
+          f"{session_seconds / 60:.1f} min); best epoch {trainer.best_epoch} (val loss {trainer.best_value}); "
+          f"model -> {export}; summary -> {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- eval
+def _species_colors(numbers: np.ndarray) -> dict[int, Any]:
+    from pointsym.experiments.plotting import plt
+
+    cmap = plt.get_cmap("tab10")
+    return {int(z): cmap(i % 10) for i, z in enumerate(sorted(set(int(v) for v in numbers)))}
+
+
+def plot_training(history: list[dict[str, Any]], path: str | Path) -> Path:
+    """PNG of the training history: losses, local position error near atoms, species accuracy."""
+    from pointsym.experiments.plotting import plt, savefig
+
+    ep = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    panels = [("loss", "loss (10 MSE_pos + 0.1 CE + MSE_lat)"), ("local_position_mae", "|v_hat - v| near atoms [A]"),
+              ("species_acc", "species accuracy near atoms")]
+    for ax, (key, label) in zip(axes, panels):
+        for split in ("train", "val"):
+            if f"{split}_{key}" in history[0]:
+                ax.plot(ep, [h[f"{split}_{key}"] for h in history], marker="o", ms=3, label=split)
+        ax.set_xlabel("epoch")
+        ax.set_title(label, fontsize=9)
+        ax.legend(fontsize=8)
+    return savefig(fig, path)
+
+
+def plot_reconstructions(crystals: Any, recs: list[Any], path: str | Path, *, title: str = "") -> Path:
+    """PNG of true (large hollow circles) vs reconstructed (small filled dots) atoms, colour = species.
+
+    Args:
+        crystals: the true structures (``CrystalSet`` or list of ``Crystal``), same order as ``recs``.
+        recs: :class:`pointsym.fields.Reconstruction` objects.
+        path: output PNG.
+        title: figure title.
+    """
+    from ase.data import chemical_symbols
+
+    from pointsym.experiments.plotting import plt, savefig
+
+    n = len(recs)
+    cols = min(n, 4)
+    rows = int(np.ceil(n / cols))
+    fig = plt.figure(figsize=(4.2 * cols, 4.2 * rows))
+    for k, (c, r) in enumerate(zip(crystals, recs)):
+        ax = fig.add_subplot(rows, cols, k + 1, projection="3d")
+        colors = _species_colors(np.r_[c.numbers, r.numbers])
+        cell = c.cell
+        for i0 in range(8):  # the 12 edges of the true unit cell, as context
+            f0 = np.array([(i0 >> 0) & 1, (i0 >> 1) & 1, (i0 >> 2) & 1])
+            for axis in range(3):
+                if f0[axis] == 0:
+                    seg = np.stack([f0, f0 + np.eye(3, dtype=int)[axis]]) @ cell
+                    ax.plot(seg[:, 0], seg[:, 1], seg[:, 2], color="0.45", lw=0.7, ls="--")
+        for z in sorted(set(int(v) for v in c.numbers)):
+            p = c.positions[c.numbers == z]
+            ax.scatter(p[:, 0], p[:, 1], p[:, 2], s=160, facecolors="none", edgecolors=[colors[z]], linewidths=1.5,
+                       label=f"true {chemical_symbols[z] if z < len(chemical_symbols) else z}")
+        for z in sorted(set(int(v) for v in r.numbers)):
+            p = r.positions[r.numbers == z]
+            ax.scatter(p[:, 0], p[:, 1], p[:, 2], s=22, c=[colors[z]], marker="o",
+                       label=f"rec. {chemical_symbols[z] if z < len(chemical_symbols) else z}")
+        ax.set_title(f"{c.id}: {len(c.numbers)} true / {len(r.numbers)} found", fontsize=9)
+        ax.set_xlabel("x [A]", fontsize=7)
+        ax.set_ylabel("y [A]", fontsize=7)
+        ax.set_zlabel("z [A]", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.legend(fontsize=6, loc="upper left")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return savefig(fig, path)
+
+
+def evaluate(
+    model: Any, crystals: Any, *, box: str = "model", params: Any = None, device: str = "cpu",
+    batch_structures: int = 8, quiet: bool = True, periodic: bool = False,
+) -> tuple[dict[str, Any], list[Any], tuple[np.ndarray, np.ndarray]]:
+    """Reconstruct every structure of ``crystals`` and compute the NeSF metrics.
+
+    Args:
+        model: a :class:`pointsym.fields.NeSF` or the string ``"exact"`` (analytic fields).
+        crystals: :class:`pointsym.fields.CrystalSet`.
+        box: particle-grid box: ``"model"`` (the model's training box), ``"data"`` (the
+            box of ``crystals``) or ``"union"``. ``"model"`` is not available for ``"exact"``.
+        params: :class:`pointsym.fields.ReconstructionParams`.
+
+    Returns:
+        ``(metrics, reconstructions, (box_min, box_max))``.
+    """
+    from pointsym.fields import ExactField, NeuralField, reconstruct, reconstruction_metrics
+
+    lo_d, hi_d = crystals.bounding_box()
+    if isinstance(model, str):
+        if model != "exact":
+            raise ValueError(f"Expected a NeSF model or 'exact' (got {model!r}).")
+        if box == "model":
+            raise ValueError("box='model' needs a trained model; use box='data' with the exact field.")
+        field = ExactField(crystals, periodic=periodic)
+        lo, hi = lo_d, hi_d
+    else:
+        field = NeuralField(model, crystals, device=device)
+        lo_m, hi_m = np.asarray(model.box_min), np.asarray(model.box_max)
+        lo, hi = {"model": (lo_m, hi_m), "data": (lo_d, hi_d),
+                  "union": (np.minimum(lo_m, lo_d), np.maximum(hi_m, hi_d))}[box]
+    recs = reconstruct(field, lo, hi, params, batch_structures=batch_structures,
+                       progress=lambda it, total: progress(it, quiet=quiet, desc="reconstruct", total=total))
+    metrics = reconstruction_metrics(
+        crystals, recs, true_lattice=(crystals.lengths, crystals.angles),
+        pred_lattice=(np.stack([r.lengths for r in recs]), np.stack([r.angles for r in recs])))
+    return metrics, recs, (np.asarray(lo), np.asarray(hi))
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from pointsym.experiments.results import save_results
+    from pointsym.fields import ReconstructionParams, load_nesf
+
+    crystals = _load_set(args.data, args.split, args, args.limit)
+    info: dict[str, Any] = {}
+    if args.model == "exact":
+        model: Any = "exact"
+        model_tag = "exact" + ("_periodic" if args.periodic else "")
+        box = args.box or "data"
+    else:
+        if args.periodic:
+            raise ValueError("--periodic applies to --model exact only (NeSF fields are not periodic).")
+        model, info = load_nesf(args.model, device=args.device)
+        model_tag = Path(args.model).stem
+        box = args.box or "model"
+    params = ReconstructionParams(
+        spacing=args.spacing, n_steps=args.steps, residual_threshold=args.residual_threshold,
+        nms_radius=args.nms_radius, min_cluster_size=args.min_cluster_size, freeze_tol=args.freeze_tol)
+    t0 = time.perf_counter()
+    metrics, recs, (lo, hi) = evaluate(model, crystals, box=box, params=params, device=args.device,
+                                       batch_structures=args.batch_structures, quiet=args.quiet,
+                                       periodic=args.periodic)
+    seconds = time.perf_counter() - t0
+    tag = args.tag or f"{model_tag}_{_data_tag(args.data, args.split)}"
+    out = Path(args.out)
+    images = []
+    if args.plots > 0:
+        k = min(args.plots, len(recs))
+        png = plot_reconstructions([crystals[i] for i in range(k)], recs[:k], out / f"recon_{tag}.png",
+                                   title=f"{model_tag} on {crystals.name}: true (circles) vs reconstructed (dots)")
+        images.append(str(png))
+    per_structure = [{"id": c.id, "n_true": int(len(c.numbers)), "n_detected": int(len(r.numbers)),
+                      "n_kept_particles": int(r.n_kept)} for c, r in zip(crystals, recs)]
+    payload = {
+        "task": "nesf-eval", "model": args.model, "model_info": info, "data": crystals.name,
+        "n_structures": len(crystals), "box": box, "box_min": lo, "box_max": hi,
+        "reconstruction": params.to_dict(), "metrics": metrics, "seconds": seconds,
+        "seconds_per_structure": seconds / max(len(crystals), 1), "images": images, "per_structure": per_structure,
+    }
+    path = save_results(out / f"eval_{tag}.json", payload)
+    print(f"nesf-eval: {model_tag} on {crystals.name} ({len(crystals)} structures, box={box}, {seconds:.1f} s)")
+    for key, label in _METRIC_LABELS:
+        if key in metrics:
+            print(f"  {label:34s} {metrics[key]:.4g}")
+    print(f"  detected / true atoms: {metrics['n_detected_atoms']} / {metrics['n_true_atoms']}; "
+          f"empty reconstructions: {metrics['n_empty_reconstructions']}")
+    print(f"results -> {path}" + (f"; picture -> {images[0]}" if images else ""))
+    return 0
+
+
+# ---------------------------------------------------------------------------------- parsers
+def _add_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--embedded", action="store_true", help="use the small lim_l6 subsets shipped with pointsym")
+    p.add_argument("--sidx-to-z", default=None,
+                   help="JSON file with 'sidx_to_z' (an .attr.json) for an npz whose 'numbers' are species indices "
+                        "and that has no <stem>.attr.json beside it")
+
+
+def register(sub: Any) -> None:
+    """Add the ``nesf-train`` and ``nesf-eval`` sub-commands."""
+    p = sub.add_parser("nesf-train", help="train the NeSF crystal autoencoder (resumable)",
+                       description=__doc__.split("\n\n")[1])
+    add_common_arguments(p, results="results/nesf")
+    _add_data_arguments(p)
+    p.add_argument("--data", default="lim_l6", help="data set name (lim_l6, ICSG3D, YBCO13) or train npz path "
+                   "(default: lim_l6)")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--val-data", default=None, help="validation set name or npz (default: --data)")
+    p.add_argument("--val-split", default="val", help="validation split, or 'none' (default: val)")
+    p.add_argument("--limit-train", type=int, default=None, help="use only the first N training structures")
+    p.add_argument("--limit-val", type=int, default=None, help="use only the first N validation structures")
+    p.add_argument("--epochs", type=int, default=3200, help="total epochs (reference: 3200)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after the epoch that exceeds this wall time; rerun to continue (resumes)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-step", type=int, default=640, help="StepLR step in epochs (reference: 640)")
+    p.add_argument("--lr-gamma", type=float, default=0.5)
+    p.add_argument("--patience", type=int, default=None)
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
+    p.add_argument("--init-from", default=None,
+                   help="start from the weights of an exported model (nesf_<data>.pt) with a fresh optimizer; "
+                        "used when OUT/checkpoints/<data>/last.pt is absent (e.g. in a fresh clone)")
+    p.add_argument("--latent-dim", type=int, default=192)
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--query-encoding", choices=("raw", "fourier"), default="raw",
+                   help="raw query coordinates (paper-era nesf.yaml, default) or NeRF encoding (nesf_pe.yaml)")
+    p.add_argument("--species-vocab", choices=("all", "data"), default="all",
+                   help="species vocabulary: all 118 elements (default) or the training set's elements")
+    p.add_argument("--position-channels", default=None, help="override decoder widths, e.g. 64,64,64")
+    p.add_argument("--species-channels", default=None, help="override species decoder widths, e.g. 64,64")
+    p.add_argument("--n-global", type=int, default=None,
+                   help="random global queries per structure per step (default: the whole jittered grid)")
+    p.add_argument("--n-local", type=int, default=None, help="local position queries per atom (default: all 64)")
+    p.add_argument("--n-species", type=int, default=None, help="species queries per atom (default: all 216)")
+    p.set_defaults(func=_train)
+
+    e = sub.add_parser("nesf-eval", help="reconstruct crystals from NeSF (or exact) fields and print the metrics",
+                       description=__doc__.split("\n\n")[2])
+    add_common_arguments(e, results="results/nesf")
+    _add_data_arguments(e)
+    e.add_argument("--model", required=True, help="checkpoint (.pt from nesf-train) or 'exact' (analytic fields)")
+    e.add_argument("--data", required=True, help="data set name (lim_l6, ICSG3D, YBCO13) or any NeSF-format npz")
+    e.add_argument("--split", default="test", help="split of a named data set (default: test)")
+    e.add_argument("--limit", type=int, default=None, help="evaluate only the first N structures")
+    e.add_argument("--box", choices=("model", "data", "union"), default=None,
+                   help="particle-grid box (default: the model's training box; the data's box for 'exact')")
+    e.add_argument("--periodic", action="store_true", help="exact field with periodic images (extension)")
+    e.add_argument("--spacing", type=float, default=0.5, help="particle grid spacing in A (default 0.5)")
+    e.add_argument("--steps", type=int, default=64, help="transport steps (default 64)")
+    e.add_argument("--residual-threshold", type=float, default=0.9, help="A (default 0.9)")
+    e.add_argument("--nms-radius", type=float, default=0.5, help="A (default 0.5)")
+    e.add_argument("--min-cluster-size", type=int, default=10, help="particles per atom (default 10)")
+    e.add_argument("--freeze-tol", type=float, default=None,
+                   help="stop moving particles whose step fell below this (A); speed knob, default off")
+    e.add_argument("--batch-structures", type=int, default=8, help="structures decoded together (default 8)")
+    e.add_argument("--plots", type=int, default=4, help="structures drawn in recon_<tag>.png (0: none)")
+    e.add_argument("--tag", default=None, help="name of the outputs (default: <model>_<data>)")
+    e.set_defaults(func=_eval)
