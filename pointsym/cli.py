@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pointsym.experiments.csnn_shapes",
     "pointsym.experiments.pixel_soap",
     "pointsym.experiments.nesf_cli",
+    "pointsym.experiments.pet_cli",
 )
 
 

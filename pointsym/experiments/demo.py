@@ -26,6 +26,7 @@ STAGES: list[tuple[str, str]] = [
     ("csnn", "pointsym.experiments.demo_csnn:stage"),
     ("pixel_soap", "pointsym.experiments.demo_pixel_soap:stage"),
     ("nesf", "pointsym.experiments.demo_nesf:stage"),
+    ("pet", "pointsym.experiments.demo_pet:stage"),
 ]
 
 

@@ -4,13 +4,18 @@
   classification (icosahedral-rotation equivariant, papers 001/003).
 - :class:`PointNet` -- the PointNet classifier baseline (rotation robustness only through
   augmentation); ``forward(points (B, N, 3)) -> logits``.
+- :class:`PET` -- the Point Edge Transformer interatomic potential (energies, forces by
+  autograd, stress), paper 002; wrap it in :class:`pointsym.symmetrize.ECSE` for exact
+  O(3) equivariance.
 """
 
 from pointsym.models.csnn import CSNNClassifier
+from pointsym.models.pet import PET
 from pointsym.models.pointnet import PointNet, TNet
 
 __all__ = [
     "CSNNClassifier",
+    "PET",
     "PointNet",
     "TNet",
 ]

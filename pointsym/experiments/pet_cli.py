@@ -1,0 +1,462 @@
+"""``pointsym pet-train`` and ``pointsym pet-predict``: PET (+ECSE) on energies and forces.
+
+``pet-train`` fits a Point Edge Transformer (or the non-equivariant ``NeighborMLP``
+baseline) to an energy/force set through :class:`pointsym.training.Trainer` (resumable
+checkpoints in ``OUT/checkpoints``), then evaluates the best checkpoint on the test split three
+ways -- bare, bare under random rotations (rotational discrepancy) and symmetrized with
+ECSE -- and writes ``OUT/results.json`` plus plots.
+
+``pet-predict`` writes energies and forces of every structure of an extxyz file into a new
+extxyz, from a checkpoint or an untrained ``random:SEED`` model, with or without ECSE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pointsym.experiments._common import add_common_arguments, progress, resolve_device
+from pointsym.experiments.results import save_results
+
+__all__ = ["build_model", "evaluate", "load_frames", "load_model", "make_loss", "register", "symmetrized"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+# ---------------------------------------------------------------------------------- data
+def load_frames(spec: str, split: str, *, source: str = "full", data_dir: str | None = None) -> list:
+    """Structures from a data-set name (``load_atomistic``) or an extxyz path."""
+    from pointsym.datasets import ATOMISTIC_SETS, load_atomistic, read_atomistic
+
+    if Path(spec).is_file():
+        return read_atomistic(spec)
+    if spec in ATOMISTIC_SETS:
+        return load_atomistic(spec, split, source=source, data_dir=data_dir)
+    raise ValueError(f"--data {spec!r} is neither an existing extxyz file nor a data set name "
+                     f"({sorted(ATOMISTIC_SETS)}).")
+
+
+def _splits(args: argparse.Namespace) -> tuple[list, list, list]:
+    from pointsym.datasets import ATOMISTIC_SETS
+
+    train = load_frames(args.data, "train", source=args.source, data_dir=args.data_dir)
+    splits = ATOMISTIC_SETS.get(args.data, {})
+    rng = np.random.default_rng(args.seed)
+    if args.val:
+        val = load_frames(args.val, "val", source=args.source, data_dir=args.data_dir)
+    elif "val" in splits:
+        val = load_frames(args.data, "val", source=args.source, data_dir=args.data_dir)
+    else:  # hold out part of the training split, reproducibly
+        perm = rng.permutation(len(train))
+        n_val = max(1, int(round(args.val_fraction * len(train))))
+        val = [train[k] for k in perm[:n_val]]
+        train = [train[k] for k in perm[n_val:]]
+    if args.test:
+        test = load_frames(args.test, "test", source=args.source, data_dir=args.data_dir)
+    elif "test" in splits:
+        test = load_frames(args.data, "test", source=args.source, data_dir=args.data_dir)
+    else:
+        test = []
+    if args.max_train is not None and len(train) > args.max_train:
+        train = [train[k] for k in sorted(rng.permutation(len(train))[: args.max_train])]
+    if not train:
+        raise ValueError(f"No training structures in {args.data!r}.")
+    return train, val, test
+
+
+# ---------------------------------------------------------------------------------- models
+def build_model(kind: str, species: list[int], args: argparse.Namespace) -> torch.nn.Module:
+    """A PET or NeighborMLP from command-line hyper-parameters."""
+    from pointsym.models.pet import PET
+    from pointsym.symmetrize import NeighborMLP
+
+    if kind == "pet":
+        return PET(species, r_cut=args.r_cut, d_model=args.d_model, n_gnn_layers=args.n_gnn_layers,
+                   n_trans_layers=args.n_trans_layers, n_heads=args.n_heads, dim_feedforward=args.dim_feedforward,
+                   head_hidden=args.head_hidden, cutoff_delta=args.cutoff_delta)
+    return NeighborMLP(r_cut=args.r_cut, hidden=args.head_hidden, n_features=args.d_model, species=species)
+
+
+def _model_spec(model: torch.nn.Module) -> dict[str, Any]:
+    return {"class": type(model).__name__, "hypers": model.hypers}
+
+
+def load_model(spec: str, *, species: list[int] | None = None, r_cut: float = 4.0, seed_dims: dict | None = None
+               ) -> torch.nn.Module:
+    """A model from a ``pet-train`` checkpoint, or an untrained ``random:SEED`` PET."""
+    from pointsym.models.pet import PET
+    from pointsym.symmetrize import NeighborMLP
+    from pointsym.training import load_checkpoint, seed_everything
+
+    if spec.startswith("random:"):
+        try:
+            seed = int(spec.split(":", 1)[1])
+        except ValueError as exc:
+            raise ValueError(f"Expected --model random:SEED with an integer SEED (got {spec!r}).") from exc
+        if not species:
+            raise ValueError("A random model needs the species of the input structures.")
+        seed_everything(seed)
+        dims = {"d_model": 32, "n_gnn_layers": 2, "n_trans_layers": 2, "dim_feedforward": 64, "head_hidden": 32,
+                **(seed_dims or {})}
+        return PET(species, r_cut=r_cut, **dims)
+    ckpt = load_checkpoint(spec)
+    model_spec = ckpt.get("config", {}).get("extra", {}).get("model")
+    if not model_spec:
+        raise ValueError(f"{spec!r} is a checkpoint without model hyper-parameters (not written by pet-train).")
+    classes = {"PET": PET, "NeighborMLP": NeighborMLP}
+    if model_spec["class"] not in classes:
+        raise ValueError(f"Unknown model class {model_spec['class']!r} in {spec!r}.")
+    model = classes[model_spec["class"]](**model_spec["hypers"])
+    model.load_state_dict(ckpt["model"])
+    return model
+
+
+def symmetrized(model: torch.nn.Module, **kwargs: Any) -> torch.nn.Module:
+    """``ECSE`` around a PET or NeighborMLP, with the right output declaration."""
+    from pointsym.symmetrize import ECSE, NeighborMLP
+
+    outputs = NeighborMLP.OUTPUTS if isinstance(model, NeighborMLP) else "scalar"
+    return ECSE(model, r_cut=model.r_cut, outputs=outputs, **kwargs)
+
+
+# ---------------------------------------------------------------------------------- training
+def _random_o3(n: int, dtype: torch.dtype, device: Any) -> torch.Tensor:
+    """``n`` Haar-random rotations times a random sign (random O(3) elements), from torch's RNG."""
+    q = torch.randn(n, 4, dtype=torch.float64)
+    q = q / q.norm(dim=1, keepdim=True)
+    w, x, y, z = q.unbind(1)
+    rot = torch.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
+        2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
+        2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y),
+    ], dim=1).reshape(n, 3, 3)
+    sign = torch.where(torch.rand(n) < 0.5, -1.0, 1.0).to(torch.float64)
+    return (rot * sign[:, None, None]).to(dtype=dtype, device=device)
+
+
+def make_loss(energy_weight: float, sigma_e: float, sigma_f: float, augment: bool):
+    """Loss ``w_E MSE(E/atom)/sigma_E^2 + MSE(F)/sigma_F^2`` with O(3) augmentation in training.
+
+    Metrics: ``e_mae`` (meV/atom) and ``f_mae`` (eV/Å).
+    """
+    from pointsym.symmetrize import autograd_energy_forces
+
+    def loss_fn(model: torch.nn.Module, b: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        pos, cell, forces_ref = b.positions, b.cell, b.forces
+        if augment and model.training:
+            q = _random_o3(b.n_structures, pos.dtype, pos.device)
+            pos = torch.einsum("nk,nlk->nl", pos, q[b.batch])
+            cell = torch.einsum("skm,slm->skl", cell, q)
+            forces_ref = torch.einsum("nk,nlk->nl", forces_ref, q[b.batch])
+        out = autograd_energy_forces(model, pos, b.species, cell, b.pbc, b.batch, forces=True,
+                                     create_graph=model.training)
+        n_atoms = b.n_atoms.to(pos.dtype)
+        de = (out["energy"] - b.energy) / n_atoms
+        df = out["forces"] - forces_ref
+        loss = energy_weight * (de ** 2).mean() / sigma_e ** 2 + (df ** 2).mean() / sigma_f ** 2
+        return loss, {"e_mae": float(de.detach().abs().mean()) * 1000.0, "f_mae": float(df.detach().abs().mean())}
+
+    return loss_fn
+
+
+def _lr_lambda(epochs: int, warmup: int):
+    def f(epoch: int) -> float:
+        if epoch < warmup:
+            return (epoch + 1) / warmup
+        progress_ = (epoch - warmup) / max(1, epochs - warmup)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_)))
+
+    return f
+
+
+# ---------------------------------------------------------------------------------- evaluation
+def evaluate(model: torch.nn.Module, frames: list, *, quiet: bool = True, desc: str = "eval") -> dict[str, Any]:
+    """Energy MAE/RMSE (meV/atom), force MAE/RMSE (eV/Å) and time per structure (s).
+
+    Structures are predicted one at a time so that the time per structure is comparable
+    between bare and symmetrized models. For an ECSE model the frames kept after pruning
+    (and before) and the number of model evaluations per structure are averaged too.
+    """
+    from pointsym.symmetrize import predict_structures
+
+    e_err, f_err, times, stats = [], [], [], []
+    for atoms in progress(frames, quiet=quiet, desc=desc):
+        t0 = time.perf_counter()
+        out = predict_structures(model, [atoms], batch_size=1)
+        times.append(time.perf_counter() - t0)
+        if getattr(model, "last_stats", None):
+            st = model.last_stats
+            stats.append((st["n_frames"][0], st["n_candidates"][0], st["n_evaluations"][0]))
+        e_err.append((out["energy"][0] - atoms.info["energy"]) / len(atoms))
+        f_err.append((out["forces"] - atoms.arrays["forces"]).ravel())
+    e, f = np.asarray(e_err), np.concatenate(f_err)
+    res = {
+        "energy_mae_mev_per_atom": float(np.abs(e).mean() * 1000), "energy_rmse_mev_per_atom":
+        float(np.sqrt((e ** 2).mean()) * 1000), "forces_mae": float(np.abs(f).mean()),
+        "forces_rmse": float(np.sqrt((f ** 2).mean())), "seconds_per_structure": float(np.mean(times)),
+        "n_structures": len(frames), "_energy_err": e, "_forces_err": f,
+    }
+    if stats:
+        arr = np.asarray(stats, dtype=np.float64)
+        res.update({"mean_frames_kept": float(arr[:, 0].mean()), "max_frames_kept": float(arr[:, 0].max()),
+                    "mean_frames_before_pruning": float(arr[:, 1].mean()),
+                    "mean_model_evaluations": float(arr[:, 2].mean())})
+    return res
+
+
+def _predict_fn(model: torch.nn.Module):
+    from pointsym.symmetrize import predict_structures
+
+    return lambda frames: predict_structures(model, frames, batch_size=len(frames))
+
+
+def _train_main(args: argparse.Namespace) -> int:
+    from pointsym.experiments.plotting import plt, savefig
+    from pointsym.symmetrize import batch_structures, rotational_discrepancy
+    from pointsym.training import TrainConfig, Trainer, seed_everything
+
+    t_start = time.perf_counter()
+    out = Path(args.out)
+    train, val, test = _splits(args)
+    species = sorted({int(z) for a in train + val + test for z in a.numbers})
+    seed_everything(args.seed)
+    model = build_model(args.model, species, args)
+    model.fit_baseline(train)
+    _zero_readout(model)
+    dtype = _DTYPES[args.dtype]
+    tb = batch_structures(train, dtype=torch.float64, labels=True)
+    per_atom = (tb.energy - _baseline_energy(model, tb)) / tb.n_atoms.double()
+    sigma_e = float(per_atom.std()) if len(train) > 1 else 1.0
+    sigma_f = float(torch.sqrt((tb.forces ** 2).mean()))
+    model = model.to(_DTYPES[args.dtype])
+    loss_fn = make_loss(args.energy_weight, sigma_e if sigma_e > 0 else 1.0, sigma_f if sigma_f > 0 else 1.0,
+                        args.augment)
+
+    def collate(frames: list) -> Any:
+        return batch_structures(frames, dtype=dtype, labels=True)
+
+    warmup = max(1, int(0.05 * args.epochs))
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(args.epochs, warmup))
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, out_dir=str(out / "checkpoints"),
+        device=args.device, quiet=args.quiet, eval_requires_grad=True, grad_clip=args.grad_clip,
+        extra={"model": _model_spec(model), "data": args.data, "augment": args.augment},
+    )
+    trainer = Trainer(model, loss_fn, config, optimizer=optimizer, scheduler=scheduler, collate_fn=collate)
+    t0 = time.perf_counter()
+    history = trainer.fit(train, val)
+    train_seconds = time.perf_counter() - t0
+    model = trainer.load_best().eval()
+
+    results: dict[str, Any] = {
+        "data": args.data, "model": _model_spec(model), "n_parameters": sum(p.numel() for p in model.parameters()),
+        "augment": args.augment, "epochs_run": len(history), "epochs_requested": args.epochs,
+        "best_epoch": trainer.best_epoch, "train_seconds_this_invocation": train_seconds,
+        "train_seconds_total": float(sum(h["seconds"] for h in history)),
+        "n_train": len(train), "n_val": len(val), "n_test": len(test), "species": species,
+        "loss": {"energy_weight": args.energy_weight, "sigma_e_ev_per_atom": sigma_e, "sigma_f": sigma_f},
+        "final_val": {k: v for k, v in history[-1].items() if k.startswith("val_")} if history else {},
+        "history": history,
+    }
+    eval_sets = {"test": test} if test else {"val": val}
+    for split, frames in eval_sets.items():
+        if args.max_eval is not None:
+            frames = frames[: args.max_eval]
+        res_split: dict[str, Any] = {}
+        bare = evaluate(model, frames, quiet=args.quiet, desc=f"{split} bare")
+        res_split["bare"] = {k: v for k, v in bare.items() if not k.startswith("_")}
+        n_disc = sorted(frames, key=len)[: args.discrepancy_structures]  # the smallest: cheapest under ECSE
+        disc = rotational_discrepancy(_predict_fn(model), n_disc, n_rotations=args.discrepancy_rotations,
+                                      reflections=True, seed=args.seed)
+        res_split["bare"]["rotational_discrepancy"] = {k: v for k, v in disc.items() if not k.endswith("_mean")}
+        if args.eval_ecse:
+            sym = symmetrized(model)
+            ecse_frames = frames
+            if args.ecse_max_eval is not None and len(frames) > args.ecse_max_eval:
+                # Evenly spaced subset (ECSE costs ~2 x frames kept model evaluations per structure).
+                pick = np.unique(np.linspace(0, len(frames) - 1, args.ecse_max_eval).round().astype(int))
+                ecse_frames = [frames[k] for k in pick]
+                bare_sub = evaluate(model, ecse_frames, quiet=True)
+                res_split["bare_on_ecse_subset"] = {k: v for k, v in bare_sub.items() if not k.startswith("_")}
+                res_split["ecse_subset_indices"] = pick.tolist()
+            sym_eval = evaluate(sym, ecse_frames, quiet=args.quiet, desc=f"{split} ECSE")
+            res_split["ecse"] = {k: v for k, v in sym_eval.items() if not k.startswith("_")}
+            disc = rotational_discrepancy(_predict_fn(sym), n_disc[: max(1, args.discrepancy_structures // 2)],
+                                          n_rotations=args.discrepancy_rotations, reflections=True, seed=args.seed)
+            res_split["ecse"]["rotational_discrepancy"] = {k: v for k, v in disc.items() if not k.endswith("_mean")}
+            bare_ref = res_split.get("bare_on_ecse_subset", res_split["bare"])
+            res_split["ecse_cost_ratio"] = sym_eval["seconds_per_structure"] / bare_ref["seconds_per_structure"]
+        results[split] = res_split
+        if not args.plots:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+        axes[0].hist(bare["_energy_err"] * 1000, bins=20, alpha=0.6, label="bare")
+        axes[1].hist(bare["_forces_err"], bins=40, alpha=0.6, label="bare")
+        if args.eval_ecse:
+            axes[0].hist(sym_eval["_energy_err"] * 1000, bins=20, alpha=0.6, label="ECSE")
+            axes[1].hist(sym_eval["_forces_err"], bins=40, alpha=0.6, label="ECSE")
+        axes[0].set_xlabel("energy error (meV/atom)")
+        axes[1].set_xlabel("force component error (eV/Å)")
+        for ax in axes:
+            ax.legend()
+        fig.suptitle(f"{args.model.upper()} on {args.data} ({split}), augment={args.augment}")
+        savefig(fig, out / f"errors_{split}.png")
+    if history and args.plots:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ep = [h["epoch"] for h in history]
+        ax.semilogy(ep, [h["train_loss"] for h in history], label="train")
+        ax.semilogy(ep, [h["val_loss"] for h in history], label="val")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.legend()
+        savefig(fig, out / "learning_curve.png")
+    results["wall_seconds"] = time.perf_counter() - t_start
+    path = save_results(out / "results.json", results)
+    if not args.quiet:
+        print(f"results: {path}")
+    for split in eval_sets:
+        r = results[split]
+        line = (f"[{split}] bare: E MAE {r['bare']['energy_mae_mev_per_atom']:.2f} meV/atom, "
+                f"F MAE {r['bare']['forces_mae']:.4f} eV/Å")
+        if "ecse" in r:
+            line += (f" | ECSE: E MAE {r['ecse']['energy_mae_mev_per_atom']:.2f}, F MAE {r['ecse']['forces_mae']:.4f}, "
+                     f"cost x{r['ecse_cost_ratio']:.1f}, frames {r['ecse']['mean_frames_kept']:.1f}")
+        print(line)
+    return 0
+
+
+def _zero_readout(model: torch.nn.Module) -> None:
+    """Zero the last layer of every energy readout: training then starts from the baseline
+    (zero forces) instead of random forces, which shortens the initial plateau."""
+    from pointsym.models.pet import PET
+
+    heads = ([b.atom_head.net[-1] for b in model.blocks] + [b.bond_head.net[-1] for b in model.blocks
+                                                            if b.bond_head is not None]
+             if isinstance(model, PET) else [model.rho[-1]])
+    with torch.no_grad():
+        for layer in heads:
+            layer.weight.zero_()
+            layer.bias.zero_()
+
+
+def _baseline_energy(model: torch.nn.Module, b: Any) -> torch.Tensor:
+    """Sum of the fitted self energies of every structure (no network)."""
+    from pointsym.models.pet import PET
+
+    if isinstance(model, PET):
+        table = model.self_energies.double()[model._species_to_index(b.species)]
+    else:
+        table = model.self_energies.double()[b.species]
+    return table.new_zeros(b.n_structures).index_add(0, b.batch, table)
+
+
+# ---------------------------------------------------------------------------------- predict
+def _predict_main(args: argparse.Namespace) -> int:
+    import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from pointsym.symmetrize import predict_structures
+
+    path = Path(args.input)
+    if not path.is_file():
+        raise FileNotFoundError(f"--input {args.input!r} does not exist.")
+    frames = ase.io.read(path, ":")
+    if not frames:
+        raise ValueError(f"--input {args.input!r} holds no structures.")
+    species = sorted({int(z) for a in frames for z in a.numbers})
+    model = load_model(args.model, species=species, r_cut=args.r_cut)
+    dtype = _DTYPES[args.dtype]
+    model = model.to(device=resolve_device(args.device), dtype=dtype).eval()
+    runner = symmetrized(model) if args.symmetrize else model
+    t0 = time.perf_counter()
+    res = predict_structures(runner, frames, forces=True, stress=args.stress, batch_size=1 if args.symmetrize else 16,
+                             dtype=dtype)
+    seconds = time.perf_counter() - t0
+    out_frames = []
+    for k, atoms in enumerate(frames):
+        a = atoms.copy()
+        a.calc = None
+        results = {"energy": float(res["energy"][k]), "forces": res["forces"][res["batch"] == k]}
+        if args.stress and np.all(a.pbc):
+            s = res["stress"][k]
+            results["stress"] = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+        a.info["pointsym_model"] = args.model
+        a.info["pointsym_symmetrized"] = bool(args.symmetrize)
+        a.calc = SinglePointCalculator(a, **results)
+        out_frames.append(a)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    ase.io.write(args.output, out_frames, format="extxyz")
+    if not args.quiet:
+        print(f"wrote {len(out_frames)} structures to {args.output} ({seconds:.2f} s, "
+              f"{'ECSE-symmetrized' if args.symmetrize else 'bare'} {type(model).__name__}, {args.dtype})")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- CLI
+def register(sub: Any) -> None:
+    """Add the ``pet-train`` and ``pet-predict`` sub-commands."""
+    p = sub.add_parser("pet-train", help="train PET (or the NeighborMLP baseline) on energies/forces; evaluate "
+                       "bare, under rotations and with ECSE", description=__doc__.split("\n\n")[1])
+    add_common_arguments(p, results="results/pet/run")
+    p.add_argument("--data", required=True, help="data set name (Si, Ge, Li, Mo, methane, ...) or an extxyz path")
+    p.add_argument("--source", default="full", choices=["full", "embedded"],
+                   help="full data root or the small embedded subsets (default: full)")
+    p.add_argument("--val", default=None, help="validation data (name or path); default: the 'val' split if the "
+                   "set has one, else --val-fraction of the training split")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="held-out training fraction (default: 0.1)")
+    p.add_argument("--test", default=None, help="test data (name or path); default: the set's 'test' split")
+    p.add_argument("--max-train", type=int, default=None, help="use at most this many training structures")
+    p.add_argument("--max-eval", type=int, default=None, help="evaluate on at most this many test structures")
+    p.add_argument("--model", default="pet", choices=["pet", "mlp"], help="PET or the NeighborMLP baseline")
+    p.add_argument("--r-cut", type=float, default=4.5, help="cutoff in Å (default: 4.5)")
+    p.add_argument("--d-model", type=int, default=32, help="PET token width / MLP feature size (default: 32)")
+    p.add_argument("--n-gnn-layers", type=int, default=2, help="PET message-passing blocks (default: 2)")
+    p.add_argument("--n-trans-layers", type=int, default=1, help="transformer layers per block (default: 1)")
+    p.add_argument("--n-heads", type=int, default=4, help="attention heads (default: 4)")
+    p.add_argument("--dim-feedforward", type=int, default=64, help="transformer FFN width (default: 64)")
+    p.add_argument("--head-hidden", type=int, default=32, help="readout MLP width (default: 32)")
+    p.add_argument("--cutoff-delta", type=float, default=0.2, help="cutoff switching width in Å (default: 0.2)")
+    p.add_argument("--epochs", type=int, default=50, help="epochs (default: 50)")
+    p.add_argument("--batch-size", type=int, default=8, help="structures per batch (default: 8)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak Adam learning rate (default: 3e-3)")
+    p.add_argument("--grad-clip", type=float, default=10.0, help="gradient-norm clip (default: 10)")
+    p.add_argument("--energy-weight", type=float, default=1.0,
+                   help="weight of the normalised per-atom energy MSE vs the force MSE (default: 1)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="random O(3) rotation of every training structure at every step (default: on)")
+    p.add_argument("--eval-ecse", action=argparse.BooleanOptionalAction, default=True,
+                   help="also evaluate the ECSE-symmetrized model (default: on)")
+    p.add_argument("--ecse-max-eval", type=int, default=None,
+                   help="evaluate ECSE on at most this many (evenly spaced) evaluation structures (default: all)")
+    p.add_argument("--discrepancy-rotations", type=int, default=10,
+                   help="random O(3) elements per structure for the rotational discrepancy (default: 10)")
+    p.add_argument("--discrepancy-structures", type=int, default=6,
+                   help="test structures used for the rotational discrepancy (default: 6; ECSE uses half)")
+    p.add_argument("--dtype", default="float32", choices=sorted(_DTYPES), help="training dtype (default: float32)")
+    p.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True,
+                   help="write learning-curve and error-histogram PNGs (default: on)")
+    p.set_defaults(func=_train_main)
+
+    q = sub.add_parser("pet-predict", help="energies and forces of an extxyz file with PET (optionally ECSE)",
+                       description="Write energies and forces (and optionally stress) of every structure of "
+                       "--input into the extxyz --output.")
+    q.add_argument("--model", required=True, help="pet-train checkpoint (e.g. results/pet/run/checkpoints/best.pt) or "
+                   "random:SEED for an untrained PET")
+    q.add_argument("--input", required=True, help="input structures (any ase-readable file, e.g. extxyz)")
+    q.add_argument("--output", required=True, help="output extxyz")
+    q.add_argument("--symmetrize", action=argparse.BooleanOptionalAction, default=True,
+                   help="wrap the model in ECSE for exact O(3) equivariance (default: on)")
+    q.add_argument("--dtype", default="float64", choices=sorted(_DTYPES), help="compute dtype (default: float64)")
+    q.add_argument("--stress", action="store_true", help="also write the stress of fully periodic structures")
+    q.add_argument("--r-cut", type=float, default=4.0, help="cutoff of a random:SEED model in Å (default: 4.0)")
+    q.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    q.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    q.add_argument("--quiet", action="store_true", help="no progress output")
+    q.set_defaults(func=_predict_main)

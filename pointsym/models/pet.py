@@ -1,0 +1,294 @@
+"""Point Edge Transformer (PET): a smooth, unconstrained graph transformer for atoms.
+
+PET (Pozdnyakov & Ceriotti, NeurIPS 2023, arXiv:2305.19302) feeds the raw Cartesian
+neighbour vectors of every atom, together with messages from the previous block, to a
+transformer whose attention is modulated by a smooth cutoff. It is translation and
+permutation invariant and smooth, but **not** rotationally invariant: it learns rotations
+from augmentation, and becomes exactly O(3)-invariant when wrapped by
+:class:`pointsym.symmetrize.ECSE`.
+
+Architecture (``ecse_pet.md`` Part A): ``n_gnn_layers`` blocks; in block ``k`` every edge
+``i -> j`` gets a token ``t_ij = MLP([Linear([r_ij, |r_ij|]) ; m_ij])`` (``m_ij`` = neighbour
+species embedding in block 1, then the reverse-edge output of the previous block,
+``m_ij <- 0.5 (m_ij + o_ji)``); the sequence ``[c_i, t_i1, ..., t_iM]`` (``c_i`` a species
+token of the centre) goes through ``n_trans_layers`` cutoff-modulated transformer layers;
+each block adds ``H_a(c_i) + sum_j f_c(r_ij) H_b(o_ij)`` to the atomic energy.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pointsym._validation import check_int
+from pointsym.models._pet_layers import PETBlock, check_pet_hypers, cosine_cutoff, neighbor_layout
+from pointsym.symmetrize._structures import (
+    MIN_DISTANCE,
+    StructureBatch,
+    batch_structures,
+    batched_neighbor_list,
+    check_structure_inputs,
+    composition_baseline,
+    predict_structures,
+)
+
+__all__ = ["PET", "parse_species"]
+
+
+def parse_species(species: Any) -> list[int]:
+    """Sorted unique atomic numbers from numbers and/or chemical symbols."""
+    from ase.data import atomic_numbers
+
+    if isinstance(species, (str, int, np.integer)):
+        species = [species]
+    out = set()
+    for s in species:
+        if isinstance(s, str):
+            if s not in atomic_numbers:
+                raise ValueError(f"Unknown chemical symbol {s!r} in 'species'.")
+            out.add(int(atomic_numbers[s]))
+        else:
+            z = check_int("species", s, minimum=1, maximum=118)
+            out.add(z)
+    if not out:
+        raise ValueError("'species' is empty; list the atomic numbers the model must handle, e.g. [1, 6].")
+    return sorted(out)
+
+
+class PET(nn.Module):
+    """Point Edge Transformer predicting energies (eV) of molecules and periodic crystals.
+
+    Args:
+        species: atomic numbers or symbols the model handles (e.g. ``["H", "C"]``).
+        r_cut: neighbour cutoff in Å (choose about 20 neighbours per atom).
+        d_model: token width (default: 128).
+        n_gnn_layers: message-passing blocks (default: 3).
+        n_trans_layers: transformer layers per block (default: 3).
+        n_heads: attention heads (default: 4).
+        dim_feedforward: transformer feed-forward width (default: 512).
+        head_hidden: width of the readout MLPs (default: 128).
+        cutoff_delta: width of the cosine cutoff, Å (default: 0.2).
+        residual_factor: ``rho`` in ``m <- rho (m + o_reverse)`` (default: 0.5).
+        transformer_type: ``"post_ln"`` (default) or ``"pre_ln"``.
+        use_bond_heads: add the edge readout (default: True).
+        use_only_length: embed edges from their length only, which makes the model exactly
+            rotation invariant (and less expressive); used as ECSE's auxiliary model.
+        min_distance: atoms closer than this (Å) are rejected as overlapping (default: 0.1).
+
+    Shapes (see :mod:`pointsym.symmetrize._structures` for the structure-model convention):
+        ``forward(positions (N, 3), species (N,), cell (S, 3, 3) | (3, 3) | None,
+        pbc (S, 3) | bool | None, batch (N,) | None) -> energies (S,)``.
+
+    Example:
+        >>> import ase, torch
+        >>> from pointsym.models.pet import PET  # also exported as pointsym.models.PET
+        >>> model = PET(["H", "C"], r_cut=3.0, d_model=16, n_gnn_layers=1, n_trans_layers=1,
+        ...             dim_feedforward=32, head_hidden=16)
+        >>> ch4 = ase.Atoms("CH4", positions=[[0, 0, 0], [.63, .63, .63], [-.63, -.63, .63],
+        ...                                   [-.63, .63, -.63], [.63, -.63, -.63]])
+        >>> out = model.predict(ch4)
+        >>> out["energy"].shape, out["forces"].shape
+        ((1,), (5, 3))
+    """
+
+    def __init__(
+        self,
+        species: Any,
+        r_cut: float,
+        d_model: int = 128,
+        n_gnn_layers: int = 3,
+        n_trans_layers: int = 3,
+        *,
+        n_heads: int = 4,
+        dim_feedforward: int = 512,
+        head_hidden: int = 128,
+        cutoff_delta: float = 0.2,
+        residual_factor: float = 0.5,
+        transformer_type: str = "post_ln",
+        use_bond_heads: bool = True,
+        use_only_length: bool = False,
+        min_distance: float = MIN_DISTANCE,
+    ) -> None:
+        super().__init__()
+        check_pet_hypers(d_model, n_gnn_layers, n_heads, cutoff_delta, r_cut, residual_factor, transformer_type)
+        self.species = parse_species(species)
+        self.r_cut = float(r_cut)
+        self.d_model = int(d_model)
+        self.n_gnn_layers = int(n_gnn_layers)
+        self.n_trans_layers = check_int("n_trans_layers", n_trans_layers, minimum=1)
+        self.n_heads = int(n_heads)
+        self.dim_feedforward = check_int("dim_feedforward", dim_feedforward, minimum=1)
+        self.head_hidden = check_int("head_hidden", head_hidden, minimum=1)
+        self.cutoff_delta = float(cutoff_delta)
+        self.residual_factor = float(residual_factor)
+        self.transformer_type = transformer_type
+        self.use_bond_heads = bool(use_bond_heads)
+        self.use_only_length = bool(use_only_length)
+        self.min_distance = float(min_distance)
+        n_sp = len(self.species)
+        lookup = torch.full((max(self.species) + 1,), -1, dtype=torch.long)
+        lookup[torch.tensor(self.species)] = torch.arange(n_sp)
+        self.register_buffer("species_index", lookup, persistent=False)
+        # Per-species reference energies (eV) and the scale (eV) of the network output.
+        self.register_buffer("self_energies", torch.zeros(n_sp))
+        self.register_buffer("energy_scale", torch.ones(()))
+        self.neighbor_embedding = nn.Embedding(n_sp + 1, self.d_model)
+        self.blocks = nn.ModuleList(
+            PETBlock(n_sp, self.d_model, self.n_trans_layers, self.n_heads, self.dim_feedforward, self.head_hidden, 1,
+                     use_only_length=self.use_only_length, pre_ln=transformer_type == "pre_ln",
+                     use_bond_heads=self.use_bond_heads)
+            for _ in range(self.n_gnn_layers)
+        )
+
+    # ------------------------------------------------------------------ construction helpers
+    @property
+    def hypers(self) -> dict[str, Any]:
+        """Constructor arguments; ``PET(**model.hypers)`` rebuilds the architecture."""
+        return {
+            "species": list(self.species), "r_cut": self.r_cut, "d_model": self.d_model,
+            "n_gnn_layers": self.n_gnn_layers, "n_trans_layers": self.n_trans_layers, "n_heads": self.n_heads,
+            "dim_feedforward": self.dim_feedforward, "head_hidden": self.head_hidden,
+            "cutoff_delta": self.cutoff_delta, "residual_factor": self.residual_factor,
+            "transformer_type": self.transformer_type, "use_bond_heads": self.use_bond_heads,
+            "use_only_length": self.use_only_length, "min_distance": self.min_distance,
+        }
+
+    def reset_parameters(self) -> None:
+        """Re-initialise all weights (keeps ``self_energies`` and ``energy_scale``)."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    def extra_repr(self) -> str:
+        n_params = sum(p.numel() for p in self.parameters())
+        return (f"species={self.species}, r_cut={self.r_cut}, d_model={self.d_model}, "
+                f"n_gnn_layers={self.n_gnn_layers}, n_trans_layers={self.n_trans_layers}, "
+                f"use_only_length={self.use_only_length}, n_params={n_params}")
+
+    @torch.no_grad()
+    def fit_baseline(self, frames: Any, *, alpha: float = 1e-10) -> PET:
+        """Fit per-species self energies and the output scale on training structures.
+
+        Self energies: ridge regression (``alpha``, no intercept) of total energies on the
+        composition counts; the network then learns the residual. ``energy_scale``: RMS of
+        the force components (eV/Å, times 1 Å), or the std of residual energies per atom
+        when no forces are given.
+
+        Args:
+            frames: ``ase.Atoms`` list with labels, or a labelled :class:`StructureBatch`.
+
+        Returns:
+            ``self``.
+        """
+        b = frames if isinstance(frames, StructureBatch) else batch_structures(frames, dtype=torch.float64,
+                                                                               labels=True)
+        coef, scale = composition_baseline(b, self.species, alpha=alpha)
+        self.self_energies.copy_(torch.as_tensor(coef, dtype=self.self_energies.dtype))
+        self.energy_scale.fill_(scale)
+        return self
+
+    def _species_to_index(self, species: torch.Tensor) -> torch.Tensor:
+        lookup = self.species_index.to(species.device)
+        known = (species >= 0) & (species < lookup.shape[0])
+        idx = torch.where(known, lookup[species.clamp(0, lookup.shape[0] - 1)], torch.full_like(species, -1))
+        if bool((idx < 0).any()):
+            bad = sorted(set(species[idx < 0].tolist()))
+            raise ValueError(f"Species {bad} are not in this model's species {self.species}; train a model "
+                             "that includes them or remove those atoms.")
+        return idx
+
+    # ------------------------------------------------------------------ forward
+    def atomic_energies(
+        self,
+        positions: torch.Tensor,
+        species: torch.Tensor,
+        cell: torch.Tensor | None = None,
+        pbc: Any = None,
+        batch: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Per-atom energies ``(N,)`` in eV (self energy included); inputs as :meth:`forward`."""
+        positions, species, cell, pbc, batch = check_structure_inputs(positions, species, cell, pbc, batch)
+        param = self.neighbor_embedding.weight
+        if positions.dtype != param.dtype:
+            raise TypeError(f"'positions' dtype {positions.dtype} differs from the model dtype {param.dtype}; "
+                            f"cast the inputs or call model.to({positions.dtype}).")
+        idx = self._species_to_index(species)
+        i, j, shifts, vectors = batched_neighbor_list(positions, cell, pbc, batch, self.r_cut,
+                                                      min_distance=self.min_distance)
+        slot, reverse, max_nb = neighbor_layout(i.cpu().numpy(), j.cpu().numpy(), shifts.cpu().numpy(),
+                                                positions.shape[0])
+        dev = positions.device
+        slot_t = torch.as_tensor(slot, device=dev)
+        rev_t = torch.as_tensor(reverse, device=dev)
+        has_rev = rev_t >= 0
+        rev_safe = torch.where(has_rev, rev_t, torch.zeros_like(rev_t))
+        lengths = torch.sqrt((vectors ** 2).sum(dim=1) + 1e-15)
+        fc = cosine_cutoff(lengths, self.r_cut, self.cutoff_delta)
+        messages = self.neighbor_embedding(idx[j])
+        out = positions.new_zeros(positions.shape[0], 1)
+        for k, block in enumerate(self.blocks):
+            atom, edge_out = block(vectors, lengths, messages, idx, fc, i, slot_t, max_nb)
+            out = out + atom
+            if k + 1 < len(self.blocks):
+                incoming = torch.where(has_rev[:, None], edge_out[rev_safe], torch.zeros_like(edge_out))
+                messages = self.residual_factor * (messages + incoming)
+        return out[:, 0] * self.energy_scale + self.self_energies[idx]
+
+    def forward(
+        self,
+        positions: torch.Tensor,
+        species: torch.Tensor,
+        cell: torch.Tensor | None = None,
+        pbc: Any = None,
+        batch: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Total energy of every structure, ``(S,)`` eV.
+
+        Args:
+            positions: ``(N, 3)`` Å, float32 or float64 (the model's dtype).
+            species: ``(N,)`` atomic numbers.
+            cell: ``(S, 3, 3)`` or ``(3, 3)`` lattice vectors as rows (Å), or ``None``.
+            pbc: ``(S, 3)``, ``(3,)`` or a bool; ``None`` = not periodic.
+            batch: ``(N,)`` structure index of each atom; ``None`` = a single structure.
+
+        Raises:
+            ValueError: unknown species, overlapping atoms, NaN, empty structures, bad shapes.
+        """
+        positions, species, cell, pbc, batch = check_structure_inputs(positions, species, cell, pbc, batch)
+        atom = self.atomic_energies(positions, species, cell, pbc, batch)
+        return atom.new_zeros(cell.shape[0]).index_add(0, batch, atom)
+
+    def predict(
+        self,
+        frames: Any,
+        *,
+        forces: bool = True,
+        stress: bool = False,
+        batch_size: int = 16,
+    ) -> dict[str, np.ndarray]:
+        """Energies (eV), forces (eV/Å) and optionally stress (eV/Å³) of ``ase.Atoms``.
+
+        Returns:
+            dict of numpy arrays: ``energy (S,)``, ``forces (N, 3)``, ``stress (S, 3, 3)``,
+            ``batch (N,)`` (see :func:`pointsym.symmetrize.predict_structures`).
+        """
+        return predict_structures(self, frames, forces=forces, stress=stress, batch_size=batch_size)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike[str], map_location: Any = "cpu") -> PET:
+        """Rebuild a PET saved by ``pointsym pet-train`` (Trainer checkpoint with hypers in
+        ``config.extra["model"]``)."""
+        from pointsym.training import load_checkpoint
+
+        ckpt = load_checkpoint(path, map_location=map_location)
+        spec = ckpt.get("config", {}).get("extra", {}).get("model")
+        if not spec or spec.get("class") != "PET":
+            raise ValueError(f"{str(path)!r} does not hold a PET (config.extra['model'] = {spec!r}).")
+        model = cls(**spec["hypers"])
+        model.load_state_dict(ckpt["model"])
+        return model
+

@@ -1,0 +1,118 @@
+"""A deliberately non-equivariant reference model: an MLP on Cartesian neighbour vectors.
+
+Used to show that :class:`~pointsym.symmetrize.ECSE` works for *any* model and as the
+negative control of the equivariance tests: the bare model is translation and permutation
+invariant and smooth, but feeds raw ``(x, y, z)`` components to an MLP, so it is not
+rotation invariant (nor equivariant for its vector outputs).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from pointsym._validation import check_int, check_positive
+from pointsym.symmetrize._structures import (
+    MIN_DISTANCE,
+    StructureBatch,
+    batch_structures,
+    batched_neighbor_list,
+    check_structure_inputs,
+    composition_baseline,
+)
+
+__all__ = ["NeighborMLP"]
+
+
+class NeighborMLP(nn.Module):
+    """Per-atom MLP on the sum of cutoff-weighted features of Cartesian neighbour vectors.
+
+    ``h_i = sum_j f_c(r_ij) phi([x_ij, y_ij, z_ij, e(Z_i), e(Z_j)])``;
+    ``atom_energy_i = scale * rho(h_i) + b_{Z_i}``;
+    ``atom_vector_i = sum_j f_c(r_ij) g([x_ij, ..]) r_ij`` with scalar MLP heads ``phi``, ``rho``,
+    ``g`` and a cosine cutoff ``f_c`` over ``[r_cut - cutoff_delta, r_cut]``.
+
+    Args:
+        r_cut: neighbour cutoff, Å.
+        hidden: width of the MLPs (default: 32).
+        n_features: size of ``h_i`` (default: 16).
+        cutoff_delta: width of the cosine cutoff, Å (default: 0.5).
+        species: atomic numbers with fitted self energies (default: all, zero baseline).
+        min_distance: overlapping-atom threshold, Å (default: 0.1).
+
+    Shapes:
+        ``forward(positions (N, 3), species (N,), cell, pbc, batch)`` -> dict with
+        ``energy (S,)``, ``vector (S, 3)``, ``atom_energy (N,)``, ``atom_vector (N, 3)``.
+    """
+
+    OUTPUTS = {"energy": "scalar", "vector": "vector", "atom_energy": "atom_scalar", "atom_vector": "atom_vector"}
+
+    def __init__(self, r_cut: float, hidden: int = 32, n_features: int = 16, *, cutoff_delta: float = 0.5,
+                 species: Any = None, min_distance: float = MIN_DISTANCE) -> None:
+        super().__init__()
+        self.r_cut = check_positive("r_cut", r_cut)
+        self.hidden = check_int("hidden", hidden, minimum=1)
+        self.n_features = check_int("n_features", n_features, minimum=1)
+        self.cutoff_delta = check_positive("cutoff_delta", cutoff_delta)
+        if self.cutoff_delta > self.r_cut:
+            raise ValueError(f"Expected 'cutoff_delta' <= 'r_cut' (got {cutoff_delta} > {r_cut}).")
+        self.min_distance = min_distance
+        self.species = sorted({int(z) for z in species}) if species is not None else None
+        emb = 4
+        self.embedding = nn.Embedding(119, emb)
+        self.phi = nn.Sequential(nn.Linear(3 + 2 * emb, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, n_features))
+        self.rho = nn.Sequential(nn.Linear(n_features, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+        self.gate = nn.Sequential(nn.Linear(3 + 2 * emb, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+        self.register_buffer("self_energies", torch.zeros(119))
+        self.register_buffer("energy_scale", torch.ones(()))
+
+    @property
+    def hypers(self) -> dict[str, Any]:
+        """Constructor arguments (``NeighborMLP(**m.hypers)`` rebuilds the architecture)."""
+        return {"r_cut": self.r_cut, "hidden": self.hidden, "n_features": self.n_features,
+                "cutoff_delta": self.cutoff_delta, "species": self.species, "min_distance": self.min_distance}
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    @torch.no_grad()
+    def fit_baseline(self, frames: Any) -> NeighborMLP:
+        """Self energies and output scale from labelled structures (see :meth:`PET.fit_baseline`)."""
+        b = frames if isinstance(frames, StructureBatch) else batch_structures(frames, dtype=torch.float64,
+                                                                               labels=True)
+        species = self.species or sorted(set(b.species.tolist()))
+        coef, scale = composition_baseline(b, species)
+        self.self_energies.zero_()
+        self.self_energies[torch.tensor(species)] = torch.as_tensor(coef, dtype=self.self_energies.dtype)
+        self.energy_scale.fill_(scale)
+        return self
+
+    def extra_repr(self) -> str:
+        return f"r_cut={self.r_cut}, hidden={self.hidden}, n_features={self.n_features} (not rotation-equivariant)"
+
+    def forward(self, positions: torch.Tensor, species: torch.Tensor, cell: torch.Tensor | None = None,
+                pbc: Any = None, batch: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        positions, species, cell, pbc, batch = check_structure_inputs(positions, species, cell, pbc, batch)
+        if int(species.min()) < 1 or int(species.max()) > 118:
+            raise ValueError(f"'species' must be atomic numbers in [1, 118] (got {species.min()}..{species.max()}).")
+        i, j, _, vec = batched_neighbor_list(positions, cell, pbc, batch, self.r_cut, min_distance=self.min_distance)
+        r = torch.sqrt((vec ** 2).sum(1) + 1e-15)
+        x = torch.clamp((r - (self.r_cut - self.cutoff_delta)) / self.cutoff_delta, 0.0, 1.0)
+        fc = 0.5 + 0.5 * torch.cos(torch.pi * x)
+        inp = torch.cat([vec, self.embedding(species[i]), self.embedding(species[j])], dim=1)
+        n = positions.shape[0]
+        h = positions.new_zeros(n, self.n_features).index_add(0, i, fc[:, None] * self.phi(inp))
+        atom_energy = self.rho(h)[:, 0] * self.energy_scale + self.self_energies[species]
+        atom_vector = positions.new_zeros(n, 3).index_add(0, i, (fc * self.gate(inp)[:, 0])[:, None] * vec)
+        n_struct = cell.shape[0]
+        return {
+            "energy": atom_energy.new_zeros(n_struct).index_add(0, batch, atom_energy),
+            "vector": atom_vector.new_zeros(n_struct, 3).index_add(0, batch, atom_vector),
+            "atom_energy": atom_energy,
+            "atom_vector": atom_vector,
+        }
