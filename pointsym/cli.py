@@ -20,6 +20,7 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 COMMAND_MODULES: tuple[str, ...] = (
     "pointsym.experiments.demo",
     "pointsym.experiments.data_info",
+    "pointsym.experiments.soap_cli",
     "pointsym.experiments.csnn_shapes",
     "pointsym.experiments.pixel_soap",
     "pointsym.experiments.nesf_cli",

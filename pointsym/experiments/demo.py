@@ -23,6 +23,7 @@ __all__ = ["DemoContext", "STAGES", "register", "run_demo"]
 
 STAGES: list[tuple[str, str]] = [
     ("data", "pointsym.experiments.demo_data:stage"),
+    ("soap", "pointsym.experiments.demo_soap:stage"),
     ("csnn", "pointsym.experiments.demo_csnn:stage"),
     ("pixel_soap", "pointsym.experiments.demo_pixel_soap:stage"),
     ("nesf", "pointsym.experiments.demo_nesf:stage"),
