@@ -16,7 +16,8 @@ import numpy as np
 
 from pointsym.datasets._root import check_source, data_file, embedded_file
 
-__all__ = ["CRYSTAL_SETS", "load_crystals", "read_crystals_npz", "read_crystals_csv", "resolve_species_map"]
+__all__ = ["CRYSTAL_SETS", "load_crystals", "read_crystals_csv", "read_crystals_npz", "read_nesf_arrays",
+           "resolve_species_map"]
 
 # name -> split -> file relative to the data root
 _NSF = {
@@ -84,17 +85,14 @@ def resolve_species_map(path: str | os.PathLike[str], raw: np.ndarray, sidx_to_z
     return table[raw]
 
 
-def read_crystals_npz(path: str | os.PathLike[str], *, sidx_to_z: Sequence[int] | str | None = "auto") -> list:
-    """Read a NeSF-format npz (``positions, numbers, offsets, lengths, angles_rad[, mpid]``).
+def read_nesf_arrays(path: str | os.PathLike[str], *, sidx_to_z: Sequence[int] | str | None = "auto") -> dict:
+    """Flat arrays of a NeSF-format npz, with ``numbers`` mapped to atomic numbers.
 
-    ``numbers`` in these files are species indices; they are mapped to atomic numbers with
-    :func:`resolve_species_map` (``sidx_to_z`` has the same meaning there).
-
-    Returns periodic ``ase.Atoms`` (cell from lengths in Å and angles converted to degrees,
-    ase's ``cellpar_to_cell`` convention), with ``info["mpid"]`` when present.
+    Returns a dict with ``positions`` float64 ``(sum N, 3)`` Å, ``numbers`` int64 ``(sum N,)``
+    atomic numbers (via :func:`resolve_species_map`), ``offsets`` int64 ``(M + 1,)``,
+    ``lengths`` float64 ``(M, 3)`` Å, ``angles_rad`` float64 ``(M, 3)`` and ``mpid`` (M strings,
+    the structure index when the file has none).
     """
-    from ase import Atoms
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Crystal file {str(path)!r} does not exist.")
@@ -102,16 +100,37 @@ def read_crystals_npz(path: str | os.PathLike[str], *, sidx_to_z: Sequence[int] 
         missing = {"positions", "numbers", "offsets", "lengths", "angles_rad"} - set(d.files)
         if missing:
             raise ValueError(f"{str(path)!r} is not a NeSF crystal npz: missing arrays {sorted(missing)}.")
-        pos, raw, off = d["positions"], d["numbers"], d["offsets"]
-        lengths, angles = d["lengths"], np.degrees(d["angles_rad"])
-        mpid = d["mpid"] if "mpid" in d.files else None
-    num = resolve_species_map(path, raw, sidx_to_z)
+        off = np.asarray(d["offsets"], np.int64)
+        arrays = {
+            "positions": np.asarray(d["positions"], np.float64),
+            "numbers": resolve_species_map(path, d["numbers"], sidx_to_z),
+            "offsets": off,
+            "lengths": np.asarray(d["lengths"], np.float64),
+            "angles_rad": np.asarray(d["angles_rad"], np.float64),
+            "mpid": [str(m) for m in d["mpid"]] if "mpid" in d.files else [str(k) for k in range(len(off) - 1)],
+        }
+    return arrays
+
+
+def read_crystals_npz(path: str | os.PathLike[str], *, sidx_to_z: Sequence[int] | str | None = "auto") -> list:
+    """Read a NeSF-format npz (``positions, numbers, offsets, lengths, angles_rad[, mpid]``).
+
+    ``numbers`` in these files are species indices; they are mapped to atomic numbers with
+    :func:`resolve_species_map` (``sidx_to_z`` has the same meaning there).
+
+    Returns periodic ``ase.Atoms`` (cell from lengths in Å and angles converted to degrees,
+    ase's ``cellpar_to_cell`` convention), with ``info["mpid"]``.
+    """
+    from ase import Atoms
+
+    d = read_nesf_arrays(path, sidx_to_z=sidx_to_z)
+    pos, num, off, mpid = d["positions"], d["numbers"], d["offsets"], d["mpid"]
+    lengths, angles = d["lengths"], np.degrees(d["angles_rad"])
     out = []
     for k in range(len(off) - 1):
         a = Atoms(numbers=num[off[k]:off[k + 1]], positions=pos[off[k]:off[k + 1]],
                   cell=np.r_[lengths[k], angles[k]], pbc=True)
-        if mpid is not None:
-            a.info["mpid"] = str(mpid[k])
+        a.info["mpid"] = mpid[k]
         out.append(a)
     return out
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from pointsym._validation import check_choice, check_finite_array
-from pointsym.datasets.crystals import resolve_species_map
+from pointsym.datasets.crystals import read_nesf_arrays
 
 __all__ = ["LIM_L6_SIDX_TO_Z", "Crystal", "CrystalSet", "load_nesf_set", "read_nesf_npz"]
 
@@ -175,19 +175,9 @@ def read_nesf_npz(
         A :class:`CrystalSet` with atomic numbers.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Crystal file {str(path)!r} does not exist.")
-    with np.load(path, allow_pickle=False) as d:
-        missing = {"positions", "numbers", "offsets", "lengths", "angles_rad"} - set(d.files)
-        if missing:
-            raise ValueError(f"{str(path)!r} is not a NeSF crystal npz: missing arrays {sorted(missing)}.")
-        pos = np.asarray(d["positions"], np.float64)
-        raw = np.asarray(d["numbers"], np.int64)
-        off = np.asarray(d["offsets"], np.int64)
-        lengths, angles = np.asarray(d["lengths"], np.float64), np.asarray(d["angles_rad"], np.float64)
-        ids = tuple(str(m) for m in d["mpid"]) if "mpid" in d.files else tuple(str(k) for k in range(len(off) - 1))
-    numbers = resolve_species_map(path, raw, sidx_to_z)
-    return CrystalSet(pos, numbers, off, lengths, angles, ids, name or path.name[: -len(".npz")])
+    d = read_nesf_arrays(path, sidx_to_z=sidx_to_z)
+    return CrystalSet(d["positions"], d["numbers"], d["offsets"], d["lengths"], d["angles_rad"], tuple(d["mpid"]),
+                      name or path.name[: -len(".npz")])
 
 
 def load_nesf_set(
