@@ -121,7 +121,8 @@ class Trainer:
             ``metrics`` a dict of floats averaged over batches (weighted by batch size).
         config: a :class:`TrainConfig`.
         optimizer: defaults to Adam(lr, weight_decay).
-        scheduler: optional LR scheduler, stepped once per epoch.
+        scheduler: optional LR scheduler, stepped once per epoch (``ReduceLROnPlateau`` is
+            stepped with the monitored metric).
         collate_fn: passed to the DataLoader.
 
     Example:
@@ -355,14 +356,19 @@ class Trainer:
             row.update({f"train_{k}": v for k, v in self._run_epoch(train_data, True, epoch).items()})
             if val_data is not None:
                 row.update({f"val_{k}": v for k, v in self._run_epoch(val_data, False, epoch).items()})
-            if self.scheduler is not None:
-                self.scheduler.step()
-            row["seconds"] = time.perf_counter() - t0
-            self.history.append(row)
             key = f"val_{self.config.monitor}" if val_data is not None else f"train_{self.config.monitor}"
             if key not in row:
                 raise ValueError(f"Monitored metric {key!r} not produced by loss_fn (have {sorted(row)}).")
             value = float(row[key])
+            if self.scheduler is not None:
+                # Plateau schedulers need the monitored metric; the others step once per epoch.
+                if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    self.scheduler.step(value)
+                else:
+                    self.scheduler.step()
+            row["lr"] = float(self.optimizer.param_groups[0]["lr"])
+            row["seconds"] = time.perf_counter() - t0
+            self.history.append(row)
             if math.isfinite(value) and self._improved(value):
                 self.best_value, self.best_epoch, self.bad_epochs = value, epoch + 1, 0
                 self._save("best.pt", epoch)

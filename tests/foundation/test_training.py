@@ -128,3 +128,14 @@ def test_runs_unchanged_under_torchrun(tmp_path):
     assert r0["w"] == pytest.approx(r1["w"], abs=1e-7)  # DDP keeps replicas in sync
     hist = json.loads((out / "metrics.json").read_text())["history"]
     assert len(hist) == 3 and hist[-1]["train_mse"] < hist[0]["train_mse"]
+
+
+def test_plateau_scheduler_gets_the_monitored_metric():
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-6)  # too small to improve: a plateau
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=0, threshold=0.5)
+    hist = Trainer(model, _loss, TrainConfig(epochs=4, batch_size=32, quiet=True), optimizer=opt,
+                   scheduler=sched).fit(_data(), _data(32, seed=1))
+    lrs = [h["lr"] for h in hist]
+    # the first epoch sets the scheduler's baseline; every later epoch is a plateau and halves lr
+    assert lrs == pytest.approx([1e-6, 5e-7, 2.5e-7, 1.25e-7])
