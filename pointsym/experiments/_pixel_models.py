@@ -137,7 +137,27 @@ class PixelMLP(nn.Module):
                f"dropout={self.dropout}, params={n}"
 
 
-class LinearAutoencoder(nn.Module):
+class _Autoencoder(nn.Module):
+    """Shared encode/forward/reset of the autoencoders: subclasses set ``encoder``/``decoder``."""
+
+    n_features: int
+    encoder: nn.Module
+    decoder: nn.Module
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                m.reset_parameters()
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input("x", x, (self.n_features,))
+        return self.encoder(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encode(x))
+
+
+class LinearAutoencoder(_Autoencoder):
     """Linear autoencoder of Fig. 15: ``R^d -> R^h_e -> R^d`` without activation.
 
     Shapes:
@@ -153,22 +173,11 @@ class LinearAutoencoder(nn.Module):
         self.decoder = nn.Linear(self.h_e, self.n_features)
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        self.encoder.reset_parameters()
-        self.decoder.reset_parameters()
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input("x", x, (self.n_features,))
-        return self.encoder(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encode(x))
-
     def extra_repr(self) -> str:
         return f"n_features={self.n_features}, h_e={self.h_e}"
 
 
-class DeepAutoencoder(nn.Module):
+class DeepAutoencoder(_Autoencoder):
     """Deep autoencoder of Fig. 16: ``R^d -> R^(d h_m) -> R^h_e -> R^(d h_m) -> R^d``.
 
     ReLU after the wide hidden layers; the code and the output are linear.
@@ -187,18 +196,6 @@ class DeepAutoencoder(nn.Module):
         self.encoder = nn.Sequential(nn.Linear(self.n_features, wide), nn.ReLU(), nn.Linear(wide, self.h_e))
         self.decoder = nn.Sequential(nn.Linear(self.h_e, wide), nn.ReLU(), nn.Linear(wide, self.n_features))
         self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        for m in [*self.encoder, *self.decoder]:
-            if isinstance(m, nn.Linear):
-                m.reset_parameters()
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input("x", x, (self.n_features,))
-        return self.encoder(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encode(x))
 
     def extra_repr(self) -> str:
         return f"n_features={self.n_features}, h_e={self.h_e}, h_m={self.h_m} (hidden {self.n_features * self.h_m})"
