@@ -160,8 +160,16 @@ def _gto_norms(alphas: np.ndarray, l: int) -> np.ndarray:
     return np.exp(0.5 * (math.lgamma(l + 1.5) - math.log(2.0) - (l + 1.5) * np.log(2 * alphas)))
 
 
-def _dscribe_sqrtm_inv(S: np.ndarray) -> np.ndarray:
-    """DScribe's ``sqrtm(inv(S))`` in float64 (its ill-conditioning warnings silenced)."""
+def _dscribe_sqrtm_inv(
+    S: np.ndarray,
+    what: str = "the radial basis",
+    fix: str = "Lower 'n_max', increase 'r_cut' or use compat=False.",
+) -> np.ndarray:
+    """DScribe's ``sqrtm(inv(S))`` in float64 (its ill-conditioning warnings silenced).
+
+    Raises ``ValueError`` (mentioning ``what`` and the remedy ``fix``) when the square root is
+    genuinely complex, where DScribe fails too.
+    """
     from scipy.linalg import inv, sqrtm
 
     with warnings.catch_warnings():
@@ -170,8 +178,8 @@ def _dscribe_sqrtm_inv(S: np.ndarray) -> np.ndarray:
     if np.iscomplexobj(beta):
         if np.abs(beta.imag).max() > 0:
             raise ValueError(
-                "compat=True: could not calculate normalization factors for the radial basis in the domain of "
-                "real numbers (DScribe fails here too). Lower 'n_max', increase 'r_cut' or use compat=False."
+                f"compat=True: could not calculate normalization factors for {what} in the domain of "
+                f"real numbers (DScribe fails here too). {fix}"
             )
         beta = beta.real
     return np.asarray(beta, dtype=np.float64)
@@ -238,19 +246,8 @@ def _poly_lowdin_exact(r_cut: float, n_max: int) -> tuple[np.ndarray, float]:
 def polynomial_orthonormalizer(r_cut: float, n_max: int, *, compat: bool = False) -> np.ndarray:
     """DScribe's ``betas`` of the polynomial basis, ``(n_max, n_max)``: ``g_n = sum_k beta[n, k] phi_k``."""
     if compat:
-        from scipy.linalg import sqrtm
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            beta = sqrtm(np.linalg.inv(polynomial_overlap(r_cut, n_max)))
-        if np.iscomplexobj(beta):
-            if np.abs(beta.imag).max() > 0:
-                raise ValueError(
-                    "compat=True: could not calculate normalization factors for the polynomial radial basis in "
-                    "the domain of real numbers (DScribe fails here too). Lower 'n_max' or use compat=False."
-                )
-            beta = beta.real
-        return np.asarray(beta, dtype=np.float64)
+        return _dscribe_sqrtm_inv(polynomial_overlap(r_cut, n_max), "the polynomial radial basis",
+                                  "Lower 'n_max' or use compat=False.")
     beta, cond = _poly_lowdin_exact(float(r_cut), int(n_max))
     _warn_if_dependent(cond, "polynomial")
     return beta
