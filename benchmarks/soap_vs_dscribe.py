@@ -4,7 +4,8 @@ Settings (issue 3):
 
 (a) paper 000: lifted MNIST digits, 150 points per cloud (the 150 brightest pixels of every
     embedded training digit that has at least 150 pixels with floor(I/10) > 0; ties broken
-    row-major), r_cut 63, n_max 7, l_max 10, sigma 3, every point a centre.
+    row-major; points listed in row-major order), r_cut 63, n_max 7, l_max 10, sigma 3, every
+    point a centre.
 (b) rattled 4x4x4 diamond Si (512 atoms, cubic cell, a = 5.43 Å, rattle 0.05 Å, seeded),
     r_cut 5, n_max 8, l_max 6, sigma 0.5, periodic; several frames (different seeds) so that
     DScribe's process parallelism (n_jobs) has work to share.

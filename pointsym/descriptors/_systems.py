@@ -1,8 +1,8 @@
 """Turning user input (ase.Atoms, dicts, arrays; centre lists) into one flat batch with neighbour pairs.
 
 Everything here is numpy and runs once per call; the heavy, differentiable work happens in
-:mod:`pointsym.descriptors._engine`. The only Python loop is over *systems* (one vesin
-neighbour-list call each); centres and neighbours are handled as arrays.
+:mod:`pointsym.descriptors._engine`. The only Python loop is over *systems* (one
+:func:`pointsym.geometry.neighbor_list` call each); centres and neighbours are handled as arrays.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from pointsym._validation import check_finite_array, to_numpy
-from pointsym.geometry import parse_pbc
+from pointsym.geometry import neighbor_list, parse_pbc
 
 __all__ = ["System", "Batch", "as_system", "is_single_system", "build_batch"]
 
@@ -222,18 +222,22 @@ def _centres_of(centres: Any, system: System, index: int, allow_empty: bool = Fa
 
 
 def _pairs(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float) -> tuple[np.ndarray, ...]:
-    """Full neighbour list ``(i, j, shifts)`` within ``cutoff``: vesin, as in :func:`pointsym.geometry.neighbor_list`.
+    """Full neighbour list within ``cutoff`` (Å): :func:`pointsym.geometry.neighbor_list` with ``sort=False``.
 
-    Inputs were validated by :func:`as_system`. The geometry wrapper additionally sorts the
-    pairs lexicographically for determinism, which costs ~3x the search itself (512-atom Si:
-    ~11 ms vs ~4 ms); the SOAP layout re-orders pairs anyway, so the search is called directly.
+    Args:
+        positions: ``(n, 3)`` float64 positions, Å (validated by :func:`as_system`).
+        cell: ``(3, 3)`` lattice vectors as rows, Å (ignored when no ``pbc`` is set).
+        pbc: bool ``(3,)`` periodicity along each cell vector.
+        cutoff: pair cutoff, Å.
+
+    Returns:
+        ``i``, ``j`` int64 ``(p,)`` and ``shifts`` int64 ``(p, 3)``: every pair ``i != j`` or
+        with non-zero shift closer than ``cutoff``, no zero-shift self pairs, in unspecified
+        order. The deterministic sort of the geometry function would cost ~3x the search
+        itself (512-atom Si: ~11 ms vs ~4 ms) and the SOAP layout re-orders pairs anyway.
     """
-    import vesin
-
-    calc = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
-    box = cell if pbc.any() else np.zeros((3, 3))
-    i, j, shifts = calc.compute(positions, box, pbc.tolist(), quantities="ijS")
-    return np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64), np.asarray(shifts, dtype=np.int64).reshape(-1, 3)
+    nl = neighbor_list(positions, float(cutoff), cell=cell, pbc=pbc, sort=False)
+    return nl.i, nl.j, nl.shifts
 
 
 def _all_pairs(n_centres: int, n_atoms: int) -> tuple[np.ndarray, ...]:

@@ -1,6 +1,7 @@
 """Pixel-wise SOAP data (paper 000): images -> 3D points -> per-pixel SOAP spectra.
 
-Algorithm 1 (:func:`image_to_points`), Algorithm 3 (:func:`sample_pixels` +
+Algorithm 1 (:func:`image_to_points`, defined in :mod:`pointsym.descriptors` and
+re-exported here), Algorithm 3 (:func:`sample_pixels` +
 :func:`pixel_spectra` + :func:`build_spectra_dataset`) and the SOAP backend adapter
 (:func:`make_soap`). Spectra are cached on disk as ``.npz`` keyed by everything that
 determines them, and computed in chunks so that an interrupted run resumes.
@@ -20,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from pointsym._validation import check_choice, check_finite_array, check_int, check_positive, to_numpy
+from pointsym._validation import check_choice, check_int, check_positive
+from pointsym.descriptors._images import _check_image, _kept_mask, image_to_points
 
 __all__ = [
     "SOAPParams",
@@ -48,79 +50,12 @@ BACKEND_RTOL = 1e-6
 
 
 # ---------------------------------------------------------------------------- Algorithm 1
-def _check_image(image: Any, name: str = "image") -> np.ndarray:
-    arr = to_numpy(name, image)
-    if arr.dtype == bool:
-        arr = arr.astype(np.float64)
-    if arr.dtype.kind not in "iuf":
-        raise TypeError(f"Expected '{name}' to be a real-valued grayscale array (got dtype {arr.dtype}).")
-    if arr.ndim != 2:
-        hint = (" For RGB(A) images convert to grayscale first;" if arr.ndim == 3 and arr.shape[-1] in (3, 4) else "")
-        raise ValueError(
-            f"Expected '{name}' to be a 2D grayscale array of shape (rows, cols) (got shape {arr.shape}).{hint} "
-            "For a stack of images call image_to_points once per image."
-        )
-    if arr.size == 0:
-        raise ValueError(f"'{name}' is empty (shape {arr.shape}); pass an image with at least one pixel.")
-    return check_finite_array(name, arr.astype(np.float64, copy=False))
-
-
-def _kept_mask(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """z = floor(I / 10) and the mask of kept pixels (z > 0) of a validated float image."""
-    z = np.floor(image / 10.0)
-    return z, z > 0
-
-
-def image_to_points(
-    image: Any,
-    sigma_disturbance: float = 0.0,
-    rng: np.random.Generator | int | None = None,
-    *,
-    return_pixels: bool = False,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Lift a grayscale image to 3D points (Algorithm 1 of paper 000, ``IMAGETOXYZ``).
-
-    Pixel ``(i, j)`` (row ``i``, column ``j``) with intensity ``I`` gives the point
-    ``(x, y, z) = (j, i, floor(I / 10))``; only pixels with ``z > 0`` (``I >= 10`` for
-    non-negative intensities) are kept, in row-major order. With ``sigma_disturbance > 0``
-    independent ``N(0, sigma_disturbance^2)`` displacements are added to x, y and z of every
-    kept point (drawn per point in the order x, y, z, as in the algorithm's loop).
-
-    Args:
-        image: 2D grayscale array ``(rows, cols)``, any real dtype (MNIST: uint8 0..255).
-        sigma_disturbance: standard deviation of the Gaussian displacement, in pixels
-            (default: 0, no displacement).
-        rng: ``numpy.random.Generator`` or integer seed for the displacement; ``None`` uses a
-            fresh unseeded generator (only drawn from when ``sigma_disturbance > 0``).
-        return_pixels: also return the ``(row, col)`` of every point.
-
-    Returns:
-        points: float64 ``(n, 3)``; and, with ``return_pixels``, int64 ``(n, 2)`` pixel indices.
-
-    Raises:
-        ValueError: the image is not 2D, contains NaN/inf, or has no pixel with ``z > 0``.
-    """
-    img = _check_image(image)
-    sigma_disturbance = check_positive("sigma_disturbance", sigma_disturbance, allow_zero=True)
-    z, mask = _kept_mask(img)
-    rows, cols = np.nonzero(mask)
-    if rows.size == 0:
-        raise ValueError(
-            f"'image' (shape {img.shape}, max intensity {img.max():g}) has no pixel with floor(I / 10) > 0, so "
-            "Algorithm 1 gives an empty point set; pass an image with intensities >= 10 (e.g. uint8 0..255, "
-            "not 0..1 floats: multiply those by 255)."
-        )
-    points = np.stack([cols, rows, z[rows, cols]], axis=1).astype(np.float64)
-    if sigma_disturbance > 0:
-        gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-        points = points + gen.normal(0.0, sigma_disturbance, size=points.shape)
-    if return_pixels:
-        return points, np.stack([rows, cols], axis=1).astype(np.int64)
-    return points
+# image_to_points (Algorithm 1) lives in pointsym.descriptors and is re-exported here.
 
 
 def pixel_point_index(image: Any, row: int, col: int) -> int:
-    """Index of pixel ``(row, col)`` in :func:`image_to_points` of ``image``.
+    """Index of pixel ``(row, col)`` in ``image_to_points(image)`` (default arguments: every
+    pixel with ``floor(I / 10) > 0``, row-major order).
 
     Raises ``ValueError`` if the pixel is outside the image or is dropped (``z = 0``).
     """

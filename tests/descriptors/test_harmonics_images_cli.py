@@ -54,11 +54,45 @@ def test_image_to_points():
     img = np.zeros((5, 6), dtype=np.uint8)
     img[1, 2], img[3, 4], img[4, 0], img[2, 2] = 255, 30, 9, 30
     pts = image_to_points(img)
-    # (column, row, floor(I / 10)); I = 9 is dropped (z = 0); brightest first, ties row-major.
+    # (column, row, floor(I / 10)); I = 9 is dropped (z = 0); row-major order.
     np.testing.assert_array_equal(pts, [[2, 1, 25], [2, 2, 3], [4, 3, 3]])
+    # n_points keeps the brightest (255, then the first 30 in row-major order), returned row-major.
     np.testing.assert_array_equal(image_to_points(img, n_points=2), pts[:2])
     with pytest.raises(ValueError, match="image"):
         image_to_points(np.zeros(5))
+
+
+def test_image_to_points_n_points_keeps_brightest_in_row_major_order():
+    img = np.zeros((3, 4), dtype=np.uint8)
+    img[0, 1], img[0, 3], img[1, 0], img[2, 2], img[2, 3] = 40, 200, 40, 250, 12
+    # Brightest two: (2, 2) I=250 and (0, 3) I=200; returned row-major, so (0, 3) comes first.
+    pts, pix = image_to_points(img, n_points=2, return_pixels=True)
+    np.testing.assert_array_equal(pts, [[3, 0, 20], [2, 2, 25]])
+    np.testing.assert_array_equal(pix, [[0, 3], [2, 2]])
+    # The tie at I = 40 is broken row-major: (0, 1) before (1, 0).
+    np.testing.assert_array_equal(image_to_points(img, n_points=3), [[1, 0, 4], [3, 0, 20], [2, 2, 25]])
+    # More than available keeps every point; intensity_step changes heights and the threshold.
+    np.testing.assert_array_equal(image_to_points(img, n_points=99), image_to_points(img))
+    np.testing.assert_array_equal(image_to_points(img, intensity_step=50), [[3, 0, 4], [2, 2, 5]])
+    with pytest.raises(ValueError, match="n_points"):
+        image_to_points(img, n_points=0)
+    with pytest.raises(ValueError, match="intensity_step"):
+        image_to_points(img, intensity_step=0)
+    with pytest.raises(ValueError, match=r"floor\(I / 255\).*intensity_step"):
+        image_to_points(img, intensity_step=255)
+
+
+def test_image_to_points_n_points_is_exactly_the_n_brightest():
+    img = np.random.default_rng(0).integers(0, 256, size=(28, 28))
+    pts, pix = image_to_points(img, n_points=150, return_pixels=True)
+    assert pts.shape == (150, 3)
+    flat = pix[:, 0] * 28 + pix[:, 1]
+    assert np.all(np.diff(flat) > 0)  # row-major, no duplicates
+    # The reference selection: stable sort of all pixels by decreasing intensity (ties row-major).
+    ref = np.sort(np.argsort(-img.ravel(), kind="stable")[:150])
+    np.testing.assert_array_equal(flat, ref)
+    assert img.ravel()[flat].min() >= np.delete(img.ravel(), flat).max()
+    np.testing.assert_array_equal(pts[:, 2], img.ravel()[flat] // 10)
 
 
 def _run_cli(argv: list[str]) -> None:

@@ -117,6 +117,29 @@ def test_neighbor_list_mixed_pbc_and_molecule():
     assert len(neighbor_list(np.zeros((0, 3)), cutoff=1.0)) == 0
 
 
+@pytest.mark.parametrize("self_interaction", [False, True])
+def test_neighbor_list_unsorted_has_the_same_pairs_on_a_skewed_periodic_cell(self_interaction):
+    rng = np.random.default_rng(4)
+    cell = np.array([[4.0, 0.0, 0.0], [1.7, 3.6, 0.0], [-1.1, 0.9, 3.3]])  # triclinic, strongly skewed
+    positions = rng.random((7, 3)) @ cell
+    kwargs = dict(cell=cell, pbc=True, self_interaction=self_interaction)
+    ref = neighbor_list(positions, 5.0, **kwargs)  # cutoff beyond the cell: many periodic images
+    fast = neighbor_list(positions, 5.0, sort=False, **kwargs)
+    assert len(ref) == len(fast) > 7 * 10
+
+    def rows(nl):
+        return np.column_stack([nl.i, nl.j, nl.shifts])
+
+    assert len({tuple(r) for r in rows(ref).tolist()}) == len(ref)  # (i, j, shift) identifies a pair
+    assert {tuple(r) for r in rows(fast).tolist()} == {tuple(r) for r in rows(ref).tolist()}
+    # The same pairs carry the same vectors and distances; sort=True is the lexicographic order.
+    order = np.lexsort((fast.shifts[:, 2], fast.shifts[:, 1], fast.shifts[:, 0], fast.j, fast.i))
+    np.testing.assert_array_equal(rows(fast)[order], rows(ref))
+    np.testing.assert_array_equal(fast.vectors[order], ref.vectors)
+    np.testing.assert_array_equal(fast.distances[order], ref.distances)
+    assert fast.i.dtype == fast.j.dtype == fast.shifts.dtype == np.int64
+
+
 def test_edge_vectors_differentiable():
     atoms = bulk("Si", "diamond", a=5.43)
     nl = neighbor_list(atoms, cutoff=3.0)

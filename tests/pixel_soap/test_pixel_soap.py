@@ -86,6 +86,30 @@ def test_bad_sigma_disturbance() -> None:
         ps.image_to_points(np.full((3, 3), 100.0), -0.1)
 
 
+def test_one_image_to_points_shared_with_descriptors() -> None:
+    from pointsym import descriptors
+    from pointsym.experiments import _pixel_data
+
+    assert ps.image_to_points is descriptors.image_to_points
+    assert _pixel_data.image_to_points is descriptors.image_to_points
+
+
+def test_n_points_keeps_the_brightest_in_row_major_order_with_pixels_and_noise() -> None:
+    image = np.array([[0, 9, 10, 255],
+                      [19, 20, 0, 99],
+                      [5, 100, 101, 0]], dtype=np.uint8)
+    # The 3 brightest: 255 at (0, 3), 101 at (2, 2), 100 at (2, 1); returned row-major.
+    points, pixels = ps.image_to_points(image, n_points=3, return_pixels=True)
+    np.testing.assert_array_equal(pixels, [[0, 3], [2, 1], [2, 2]])
+    np.testing.assert_array_equal(points, [[3, 0, 25], [1, 2, 10], [2, 2, 10]])
+    all_points = ps.image_to_points(image)
+    kept = [ps.pixel_point_index(image, int(r), int(c)) for r, c in pixels]
+    np.testing.assert_array_equal(points, all_points[kept])
+    # The displacement is drawn for the selected points only, in row-major order.
+    noisy = ps.image_to_points(image, 0.5, 7, n_points=3)
+    np.testing.assert_array_equal(noisy, points + np.random.default_rng(7).normal(0.0, 0.5, size=(3, 3)))
+
+
 # ---------------------------------------------------------------------------- transforms and invariance
 @pytest.mark.parametrize("name", ps.TRANSFORMS)
 def test_transform_pixels_follow_transform_image(name: str) -> None:
