@@ -635,6 +635,19 @@ class SOAP:
             raise ImportError("sparse=True needs the 'sparse' package: pip install sparse (or pointsym[sparse]).") from exc
         return sparse.COO.from_numpy(arr)
 
+    def create_dask(self, systems: Any, centers: Any = None, *, chunk_size: int = 100, **create_kwargs: Any) -> Any:
+        """:meth:`create` over many structures as a lazy ``dask.array.Array``, ``chunk_size`` per task.
+
+        Same values, dtype and layout as ``create(systems, centers)`` -- ``(n_structures,
+        n_features)`` averaged, ``(n_structures, n_centers, n_features)`` for equal centre
+        counts -- except that different centre counts give one ``(total_centres, n_features)``
+        array instead of a list. Needs the ``dask`` extra; see
+        :func:`pointsym.descriptors.create_dask` for the details and an example.
+        """
+        from pointsym.descriptors._dask import create_dask
+
+        return create_dask(self, systems, centers=centers, chunk_size=chunk_size, **create_kwargs)
+
     def create_tensor(self, system: Any, centers: Any = None, *, dtype: torch.dtype | None = None) -> Any:
         """Like :meth:`create` but returns torch tensors that carry gradients.
 
