@@ -175,6 +175,13 @@ class Plan:
             self._ymask = None
         self._cache: dict[tuple[Any, Any], dict[str, torch.Tensor]] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The per-(dtype, device) tensor cache is rebuilt on demand: dropping it keeps pickles
+        # (Dask / multiprocessing workers) small and free of GPU tensors.
+        state = self.__dict__.copy()
+        state["_cache"] = {}
+        return state
+
     # ------------------------------------------------------------------ constants
     def constants(self, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
         key = (dtype, device)

@@ -143,6 +143,8 @@ def test_soap_pickles_before_and_after_use():
     ref = soap.create(CRYSTALS)
     used = pickle.loads(pickle.dumps(soap))
     assert repr(fresh) == repr(used) == repr(soap)
+    # The tensor cache built by create() is not pickled (workers rebuild it).
+    assert len(pickle.dumps(soap)) == len(pickle.dumps(SOAP(average="inner", **PKW)))
     assert_same(fresh.create(CRYSTALS), ref)
     assert_same(used.create(CRYSTALS), ref)
 
