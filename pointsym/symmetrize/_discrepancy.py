@@ -40,8 +40,8 @@ def rotational_discrepancy(
         seed: seed of the rotations.
 
     Returns:
-        dict with ``energy_rms``/``energy_mad`` (eV), ``energy_per_atom_rms``/``_mad``
-        (eV/atom), ``forces_rms``/``forces_mad`` (eV/Å), the relative spreads
+        dict with ``energy_rms``/``energy_mad`` (eV), ``energy_per_atom_rms``/``_mad``/``_max``
+        (eV/atom; ``_max`` is the largest single deviation), ``forces_rms``/``forces_mad`` (eV/Å), the relative spreads
         ``energy_rel_max`` (max spread / max |E - mean E over structures|, or / max |E|
         for one structure) and ``forces_rel_max`` (max deviation / max |F|), and the
         rotation-averaged predictions ``energy_mean (S,)`` and ``forces_mean (N, 3)``.
@@ -82,6 +82,7 @@ def rotational_discrepancy(
         "energy_mad": float(np.mean(np.abs(e_dev_a))),
         "energy_per_atom_rms": float(np.sqrt(corr * np.mean(e_pa ** 2))),
         "energy_per_atom_mad": float(np.mean(np.abs(e_pa))),
+        "energy_per_atom_max": float(np.abs(e_pa).max()),
         "forces_rms": float(np.sqrt(corr * np.mean(f_dev_a ** 2))),
         "forces_mad": float(np.mean(np.abs(f_dev_a))),
         "energy_rel_max": float(np.abs(e_dev_a).max() / e_scale) if e_scale > 0 else float(np.abs(e_dev_a).max()),

@@ -80,6 +80,8 @@ def test_train_resume_and_predict_from_checkpoint(tmp_path):
     assert first["epochs_run"] == 1 and first["n_train"] == 20 and first["n_test"] == 25
     assert first["test"]["ecse"]["rotational_discrepancy"]["forces_rel_max"] < 1e-4  # float32 noise
     assert first["test"]["bare"]["rotational_discrepancy"]["forces_rel_max"] > 1e-3
+    bare_disc = first["test"]["bare"]["rotational_discrepancy"]
+    assert bare_disc["energy_per_atom_max"] >= bare_disc["energy_per_atom_mad"] > 0
     assert first["test"]["ecse"]["mean_frames_kept"] >= 1 and first["test"]["ecse_cost_ratio"] > 0
     assert "command" in first and "provenance" in first
     # A second invocation resumes from checkpoints/last.pt instead of starting over.
@@ -97,6 +99,9 @@ def test_train_resume_and_predict_from_checkpoint(tmp_path):
 
 
 def test_cli_errors_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="--discrepancy-structures must be >= 1"):
+        run(["pet-train", "--data", "methane", "--source", "embedded", "--discrepancy-structures", "0",
+             "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="neither an existing extxyz file nor a data set name"):
         run(["pet-train", "--data", "no-such-set", "--out", str(tmp_path)])
     with pytest.raises(FileNotFoundError, match="does not exist"):
