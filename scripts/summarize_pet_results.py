@@ -101,9 +101,10 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylabel(unit)
         ax.set_yscale("log")
         ax.grid(axis="y", alpha=0.3, which="both")
-    axes[0].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=max(len(variants), 1), fontsize=8, frameon=False)
     fig.suptitle("PET on test splits: bare, augmented, symmetrized with ECSE at inference")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
