@@ -210,6 +210,11 @@ def evaluate(model: torch.nn.Module, frames: list, *, quiet: bool = True, desc: 
     return res
 
 
+def _evenly_spaced(n_total: int, n: int) -> np.ndarray:
+    """Indices of ``min(n, n_total)`` evenly spaced items of ``n_total`` (first and last included)."""
+    return np.unique(np.linspace(0, n_total - 1, max(1, min(n, n_total))).round().astype(int))
+
+
 def _predict_fn(model: torch.nn.Module):
     from pointsym.symmetrize import predict_structures
 
@@ -279,8 +284,8 @@ def _train_main(args: argparse.Namespace) -> int:
         # Bare model: evenly spaced structures (all by default). The smallest ones alone are not
         # representative: a model trained without augmentation on axis-aligned cubic cells can be
         # nearly invariant on small surface slabs and off by ~0.1 eV/atom on rotated bulk cells.
-        n_bare = len(frames) if args.discrepancy_structures is None else min(args.discrepancy_structures, len(frames))
-        disc_pick = np.unique(np.linspace(0, len(frames) - 1, max(1, n_bare)).round().astype(int))
+        n_bare = len(frames) if args.discrepancy_structures is None else args.discrepancy_structures
+        disc_pick = _evenly_spaced(len(frames), n_bare)
         disc = rotational_discrepancy(_predict_fn(model), [frames[k] for k in disc_pick],
                                       n_rotations=args.discrepancy_rotations,
                                       reflections=True, seed=args.seed)
@@ -290,7 +295,7 @@ def _train_main(args: argparse.Namespace) -> int:
             ecse_frames = frames
             if args.ecse_max_eval is not None and len(frames) > args.ecse_max_eval:
                 # Evenly spaced subset (ECSE costs ~2 x frames kept model evaluations per structure).
-                pick = np.unique(np.linspace(0, len(frames) - 1, args.ecse_max_eval).round().astype(int))
+                pick = _evenly_spaced(len(frames), args.ecse_max_eval)
                 ecse_frames = [frames[k] for k in pick]
                 bare_sub = evaluate(model, ecse_frames, quiet=True)
                 res_split["bare_on_ecse_subset"] = {k: v for k, v in bare_sub.items() if not k.startswith("_")}

@@ -22,6 +22,7 @@ from pointsym.symmetrize._structures import (
     check_structure_inputs,
     predict_structures,
     strain_to_stress,
+    strained_inputs,
 )
 
 __all__ = ["ECSE", "OUTPUT_KINDS"]
@@ -524,11 +525,7 @@ class ECSE(nn.Module):
         n_struct = cell.shape[0]
         with torch.enable_grad():
             leaf = positions.detach().clone().requires_grad_(True)
-            pos, cel, strain = leaf, cell, None
-            if stress:
-                strain = torch.zeros_like(cell).requires_grad_(True)
-                pos = leaf + torch.einsum("nk,nkl->nl", leaf, strain[batch])
-                cel = cell + torch.bmm(cell, strain)
+            pos, cel, strain = strained_inputs(leaf, cell, batch, stress)
             wrt = [leaf] + ([strain] if strain is not None else [])
             grads = [torch.zeros_like(t) for t in wrt]
             energy = positions.new_zeros(n_struct)

@@ -36,6 +36,7 @@ __all__ = [
     "autograd_energy_forces",
     "energy_and_forces",
     "predict_structures",
+    "strained_inputs",
     "strain_to_stress",
 ]
 
@@ -363,12 +364,8 @@ def autograd_energy_forces(
     positions, species, cell, pbc, batch = check_structure_inputs(positions, species, cell, pbc, batch)
     need_grad = forces or stress
     leaf = positions.detach().clone().requires_grad_(True) if need_grad else positions
-    pos, cel, strain = leaf, cell, None
     with torch.enable_grad() if need_grad else torch.no_grad():
-        if stress:
-            strain = torch.zeros_like(cell).requires_grad_(True)
-            pos = leaf + torch.einsum("nk,nkl->nl", leaf, strain[batch])
-            cel = cell + torch.bmm(cell, strain)
+        pos, cel, strain = strained_inputs(leaf, cell, batch, stress)
         out = model(pos, species, cel, pbc, batch)
         energy = out[energy_key] if isinstance(out, dict) else out
         result = {"energy": energy}
@@ -384,6 +381,23 @@ def autograd_energy_forces(
     if stress:
         result["stress"] = strain_to_stress(grads[-1] if grads[-1] is not None else torch.zeros_like(cell), cell, pbc)
     return result
+
+
+def strained_inputs(
+    positions: torch.Tensor, cell: torch.Tensor, batch: torch.Tensor, stress: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Positions ``(N, 3)`` and cells ``(S, 3, 3)`` under the homogeneous deformation ``(I + eps)``.
+
+    With ``stress`` a zero strain ``eps`` ``(S, 3, 3)`` requiring grad is created and applied
+    (``x -> x (I + eps)`` per structure, cells likewise), so ``dE/d(eps)`` at ``eps = 0`` gives
+    the stress through :func:`strain_to_stress`; without it the inputs are returned unchanged
+    and the strain is ``None``. Call it with gradients enabled.
+    """
+    if not stress:
+        return positions, cell, None
+    strain = torch.zeros_like(cell).requires_grad_(True)
+    pos = positions + torch.einsum("nk,nkl->nl", positions, strain[batch])
+    return pos, cell + torch.bmm(cell, strain), strain
 
 
 def strain_to_stress(d_strain: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
