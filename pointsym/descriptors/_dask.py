@@ -189,12 +189,9 @@ def create_dask(descriptor: Any, systems: Any, *, centers: Any = None, chunk_siz
         ]
     equal = counts is not None and len(set(counts)) == 1
 
-    meta = None
-    if getattr(descriptor, "sparse", False):
+    sparse_out = bool(getattr(descriptor, "sparse", False))
+    if sparse_out:
         import sparse
-
-        ndim = 1 if (averaged and n == 1) else (2 if averaged or not equal or n == 1 else 3)
-        meta = sparse.COO.from_numpy(np.zeros((0,) * ndim, dtype=dtype))
 
     # One graph node for the descriptor: shipped once per worker, not once per task.
     desc = dask.delayed(descriptor, pure=True)
@@ -216,5 +213,6 @@ def create_dask(descriptor: Any, systems: Any, *, centers: Any = None, chunk_siz
             desc, items[start:stop], None if centers is None else centers[start:stop], dict(create_kwargs),
             shape, chunk_counts,
         )
+        meta = sparse.COO.from_numpy(np.zeros((0,) * len(shape), dtype=dtype)) if sparse_out else None
         blocks.append(da.from_delayed(task, shape=shape, dtype=dtype, meta=meta))
     return blocks[0] if len(blocks) == 1 else da.concatenate(blocks, axis=0)
