@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     import dscribe
     import torch
 
-    from pointsym.experiments.results import save_results
+    from pointsym.experiments.common.results import save_results
 
     sizes = {"mnist_paper000": args.mnist_clouds, "si_diamond_4x4x4": args.si_frames}
     results = []

@@ -2,6 +2,8 @@
 
 Sub-packages (imported lazily so that ``import pointsym`` stays cheap):
 
+- :mod:`pointsym.core` -- input checks, device resolution, the species parser, checkpoints.
+- :mod:`pointsym.structures` -- structure batches, input checks, neighbour lists, energies/forces.
 - :mod:`pointsym.descriptors` -- invariant descriptors (SOAP power spectrum).
 - :mod:`pointsym.nn` -- equivariant layers (concentric spherical convolutions, ...).
 - :mod:`pointsym.models` -- complete models (CSNN classifier, PET, PointNet, ...).
@@ -21,6 +23,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "core",
+    "structures",
     "descriptors",
     "nn",
     "models",

@@ -13,18 +13,18 @@ import sys
 from collections.abc import Sequence
 
 import pointsym
-from pointsym.experiments._common import apply_common_arguments
+from pointsym.experiments.common.cli import apply_common_arguments
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
 COMMAND_MODULES: tuple[str, ...] = (
-    "pointsym.experiments.demo",
-    "pointsym.experiments.data_info",
-    "pointsym.experiments.soap_cli",
-    "pointsym.experiments.csnn_shapes",
-    "pointsym.experiments.pixel_soap",
-    "pointsym.experiments.nesf_cli",
-    "pointsym.experiments.pet_cli",
+    "pointsym.experiments.demo.cli",
+    "pointsym.experiments.data.cli",
+    "pointsym.experiments.soap.cli",
+    "pointsym.experiments.csnn.shapes",
+    "pointsym.experiments.pixel_soap.cli",
+    "pointsym.experiments.nesf.cli",
+    "pointsym.experiments.pet.cli",
 )
 
 

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pointsym.experiments.results import save_results
+from pointsym.experiments.common.results import save_results
 
 ROWS = (("bare", "PET"), ("ecse", "PET + ECSE"))
 

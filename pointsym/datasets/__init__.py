@@ -5,7 +5,7 @@ No loader downloads anything. ``source="full"`` reads the data root (``--data-di
 shipped inside the package (used by ``pointsym demo`` and the tests).
 """
 
-from pointsym.datasets._root import DataNotFoundError, resolve_data_root
+from pointsym.datasets._root import DataNotFoundError, check_source, data_file, embedded_file, resolve_data_root
 from pointsym.datasets.atomistic import ATOMISTIC_SETS, load_atomistic, read_atomistic
 from pointsym.datasets.crystals import CRYSTAL_SETS, load_crystals, read_crystals_csv, read_crystals_npz
 from pointsym.datasets.mnist import load_mnist
@@ -16,6 +16,9 @@ __all__ = [
     "CRYSTAL_SETS",
     "DataNotFoundError",
     "MODELNET10_CLASSES",
+    "check_source",
+    "data_file",
+    "embedded_file",
     "load_atomistic",
     "load_crystals",
     "load_mnist",

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from pointsym._validation import check_int
+from pointsym.core import check_int
 from pointsym.datasets._root import check_source, data_file, embedded_file
 
 __all__ = ["load_modelnet10", "MODELNET10_CLASSES"]

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pointsym._validation import check_int
+from pointsym.core import check_int
 from pointsym.descriptors._systems import is_single_system
 
 __all__ = ["create_dask"]

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from pointsym._validation import check_finite_array, check_int, check_positive, to_numpy
+from pointsym.core import check_finite_array, check_int, check_positive, to_numpy
 
-__all__ = ["image_to_points"]
+__all__ = ["image_to_points", "pixel_point_index"]
 
 
 def _check_image(image: Any, name: str = "image") -> np.ndarray:
@@ -114,3 +114,19 @@ def image_to_points(
     if return_pixels:
         return points, np.stack([rows, cols], axis=1).astype(np.int64)
     return points
+
+
+def pixel_point_index(image: Any, row: int, col: int) -> int:
+    """Index of pixel ``(row, col)`` in ``image_to_points(image)`` (default arguments: every
+    pixel with ``floor(I / 10) > 0``, row-major order).
+
+    Raises ``ValueError`` if the pixel is outside the image or is dropped (``z = 0``).
+    """
+    img = _check_image(image)
+    check_int("row", row, minimum=0, maximum=img.shape[0] - 1)
+    check_int("col", col, minimum=0, maximum=img.shape[1] - 1)
+    _, mask = _kept_mask(img)
+    if not mask[row, col]:
+        raise ValueError(f"Pixel ({row}, {col}) has intensity {img[row, col]:g} < 10, so it is not a point; "
+                         "choose a pixel with floor(I / 10) > 0.")
+    return int(np.count_nonzero(mask.ravel()[: row * img.shape[1] + col]))

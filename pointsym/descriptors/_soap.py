@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pointsym._validation import check_choice, check_int, check_positive, to_numpy
+from pointsym.core import check_choice, check_int, check_positive, resolve_device, to_numpy
 from pointsym.descriptors._engine import Plan, _Chunk
 from pointsym.descriptors._harmonics import differentiable_mode, needs_graph
 from pointsym.descriptors._systems import Batch, System, as_system, build_batch, is_single_system
@@ -178,8 +178,6 @@ class SOAP:
         self.compat = bool(compat)
         check_choice("dtype", dtype, ("float32", "float64"))
         self.dtype = dtype
-        from pointsym.experiments._common import resolve_device
-
         self.device = resolve_device(device)
 
         self._weighting = self._check_weighting(weighting)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from pointsym._validation import check_finite_array, to_numpy
+from pointsym.core import check_finite_array, to_numpy
 from pointsym.geometry import neighbor_list, parse_pbc
 
 __all__ = ["System", "Batch", "as_system", "is_single_system", "build_batch"]

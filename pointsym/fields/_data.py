@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pointsym._validation import check_choice, check_finite_array
+from pointsym.core import check_choice, check_finite_array
 from pointsym.datasets.crystals import read_nesf_arrays
 
 __all__ = ["LIM_L6_SIDX_TO_Z", "Crystal", "CrystalSet", "load_nesf_set", "read_nesf_npz"]
@@ -193,8 +193,7 @@ def load_nesf_set(
         source: ``"full"`` (data root) or ``"embedded"`` (lim_l6 subsets of 60/20/20).
         data_dir: data root override.
     """
-    from pointsym.datasets import CRYSTAL_SETS
-    from pointsym.datasets._root import check_source, data_file, embedded_file
+    from pointsym.datasets import CRYSTAL_SETS, check_source, data_file, embedded_file
 
     if str(name).endswith(".npz"):
         return read_nesf_npz(name)

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from pointsym._validation import check_finite_array, check_int, check_points, to_numpy
+from pointsym.core import check_finite_array, check_int, check_points, to_numpy
 
 __all__ = ["StructureField", "batched_nearest_atoms", "species_one_hot", "structure_field"]
 

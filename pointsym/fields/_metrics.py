@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from pointsym._validation import check_finite_array, to_numpy
+from pointsym.core import check_finite_array, to_numpy
 
 __all__ = ["reconstruction_metrics", "structure_errors"]
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pointsym._validation import check_choice, check_int, check_positive
+from pointsym.core import check_choice, check_int, check_positive
 
 __all__ = [
     "ALL_ELEMENTS",

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pointsym._validation import check_int, check_positive
+from pointsym.core import check_int, check_positive
 from pointsym.fields._data import CrystalSet
 from pointsym.fields._training import _offsets, crystal_dataset, collate_crystals, grid_points
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from pointsym._validation import check_choice
+from pointsym.core import check_choice
 from pointsym.geometry.rotations import rotation_about_axis
 
 __all__ = ["icosahedron", "icosahedral_rotations", "vertex_permutation"]

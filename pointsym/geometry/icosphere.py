@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial import cKDTree
 
-from pointsym._validation import check_int
+from pointsym.core import check_int
 from pointsym.geometry.icosahedron import icosahedron
 
 __all__ = ["Icosphere", "icosphere", "icosphere_size", "nearest_vertices"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pointsym._validation import check_finite_array, check_points, check_positive, to_numpy
+from pointsym.core import check_finite_array, check_points, check_positive, to_numpy
 
 __all__ = ["NeighborList", "neighbor_list", "edge_vectors", "parse_pbc"]
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from pointsym._validation import check_choice, check_int
+from pointsym.core import check_choice, check_int
 
 __all__ = [
     "random_rotation",

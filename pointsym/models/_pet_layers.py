@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pointsym._validation import check_choice, check_int, check_positive
+from pointsym.core import check_choice, check_int, check_positive
 
 __all__ = [
     "CutoffAttention",

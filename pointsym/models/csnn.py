@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pointsym._validation import check_choice, check_int, check_positive
+from pointsym.core import check_choice, check_int, check_positive
 from pointsym.nn import CoRadialLayer, ConcentricGridMapping, GlobalPool, IcoPool, IntraSphereLayer
 
 __all__ = ["CSNNClassifier"]

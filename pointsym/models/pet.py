@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pointsym._validation import check_int
+from pointsym.core import check_int
 from pointsym.models._pet_layers import PETBlock, check_pet_hypers, cosine_cutoff, neighbor_layout
-from pointsym.symmetrize._structures import (
+from pointsym.structures import (
     MIN_DISTANCE,
     StructureBatch,
     batch_structures,
@@ -79,7 +79,7 @@ class PET(nn.Module):
             rotation invariant (and less expressive); used as ECSE's auxiliary model.
         min_distance: atoms closer than this (Å) are rejected as overlapping (default: 0.1).
 
-    Shapes (see :mod:`pointsym.symmetrize._structures` for the structure-model convention):
+    Shapes (see :mod:`pointsym.structures` for the structure-model convention):
         ``forward(positions (N, 3), species (N,), cell (S, 3, 3) | (3, 3) | None,
         pbc (S, 3) | bool | None, batch (N,) | None) -> energies (S,)``.
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pointsym._validation import check_int, check_positive
+from pointsym.core import check_int, check_positive
 
 __all__ = ["PointNet", "TNet"]
 

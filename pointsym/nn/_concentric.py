@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pointsym._validation import check_choice, check_int
+from pointsym.core import check_choice, check_int
 from pointsym.geometry.icosphere import icosphere
 
 _DENSE_MAX_VERTICES = 162  # level <= 2

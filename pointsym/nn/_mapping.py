@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pointsym._validation import check_choice, check_int, check_positive
+from pointsym.core import check_choice, check_int, check_positive
 from pointsym.geometry.icosphere import icosphere, nearest_vertices
 
 __all__ = [

@@ -7,27 +7,19 @@ by averaging the model over an ensemble of local coordinate frames built from pa
 neighbours with smooth, invariant weights (Pozdnyakov & Ceriotti, NeurIPS 2023,
 arXiv:2305.19302).
 
-Also here: the structure-batch utilities shared by the atomistic models
-(:class:`StructureBatch`, :func:`batch_structures`, :func:`energy_and_forces`,
-:func:`predict_structures`), the rotational-discrepancy metric and a deliberately
-non-equivariant reference model (:class:`NeighborMLP`).
+Also here: the rotational-discrepancy metric and a deliberately non-equivariant reference
+model (:class:`NeighborMLP`). The structure-batch utilities (:class:`StructureBatch`,
+:func:`batch_structures`, :func:`energy_and_forces`, :func:`predict_structures`, ...) moved to
+:mod:`pointsym.structures`; their old names here still work for one release, with a
+``DeprecationWarning``.
 """
+
+from typing import Any
 
 from pointsym.symmetrize._discrepancy import rotational_discrepancy
 from pointsym.symmetrize._ecse import ECSE, OUTPUT_KINDS
 from pointsym.symmetrize._fallback import principal_axis
 from pointsym.symmetrize._frames import ECSEConfig, FrameSet, compute_frames
-from pointsym.symmetrize._structures import (
-    MIN_DISTANCE,
-    StructureBatch,
-    autograd_energy_forces,
-    batch_structures,
-    batched_neighbor_list,
-    check_structure_inputs,
-    composition_baseline,
-    energy_and_forces,
-    predict_structures,
-)
 from pointsym.symmetrize._switching import cutoff_switch, segment_smooth_max, switch_on, switch_on_linear
 from pointsym.symmetrize._toy import NeighborMLP
 
@@ -35,22 +27,31 @@ __all__ = [
     "ECSE",
     "ECSEConfig",
     "FrameSet",
-    "MIN_DISTANCE",
     "NeighborMLP",
     "OUTPUT_KINDS",
-    "StructureBatch",
-    "autograd_energy_forces",
-    "batch_structures",
-    "batched_neighbor_list",
-    "check_structure_inputs",
-    "composition_baseline",
     "compute_frames",
     "cutoff_switch",
-    "energy_and_forces",
-    "predict_structures",
     "principal_axis",
     "rotational_discrepancy",
     "segment_smooth_max",
     "switch_on",
     "switch_on_linear",
 ]
+
+# Moved to pointsym.structures (deprecated here; removed in the next release).
+_MOVED = frozenset({
+    "MIN_DISTANCE", "StructureBatch", "autograd_energy_forces", "batch_structures", "batched_neighbor_list",
+    "check_structure_inputs", "composition_baseline", "energy_and_forces", "predict_structures",
+})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import warnings
+
+        import pointsym.structures as structures
+
+        warnings.warn(f"pointsym.symmetrize.{name} moved to pointsym.structures.{name}; the old name will be "
+                      "removed in the next release.", DeprecationWarning, stacklevel=2)
+        return getattr(structures, name)
+    raise AttributeError(f"module 'pointsym.symmetrize' has no attribute {name!r}")

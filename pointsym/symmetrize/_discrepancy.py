@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pointsym._validation import check_int
+from pointsym.core import check_int
 from pointsym.geometry import random_rotation
 
 __all__ = ["rotational_discrepancy"]

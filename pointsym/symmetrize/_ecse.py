@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from pointsym._validation import check_choice, check_int, check_positive
+from pointsym.core import check_choice, check_int, check_positive
 from pointsym.symmetrize._fallback import principal_axis
 from pointsym.symmetrize._frames import ECSEConfig, FrameSet, compute_frames
-from pointsym.symmetrize._structures import (
+from pointsym.structures import (
     MIN_DISTANCE,
     autograd_energy_forces,
     check_structure_inputs,
@@ -102,7 +102,7 @@ class ECSE(nn.Module):
 
     The wrapped model follows the structure-model convention
     ``model(positions (N, 3), species (N,), cell (S, 3, 3), pbc (S, 3), batch (N,))``
-    (see :mod:`pointsym.symmetrize._structures`); with ``batched=False`` it is instead
+    (see :mod:`pointsym.structures`); with ``batched=False`` it is instead
     called once per structure as ``model(positions, species, cell (3, 3), pbc (3,))``. It
     must be translation-invariant and smooth for the result to be smooth; nothing else is
     required (it needs no symmetry at all).

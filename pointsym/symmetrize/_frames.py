@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from pointsym.symmetrize._structures import MIN_DISTANCE, batched_neighbor_list
+from pointsym.structures import MIN_DISTANCE, batched_neighbor_list
 from pointsym.symmetrize._switching import (
     cutoff_switch,
     segment_smooth_max,

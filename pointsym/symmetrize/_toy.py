@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from pointsym._validation import check_int, check_positive
-from pointsym.symmetrize._structures import (
+from pointsym.core import check_int, check_positive
+from pointsym.structures import (
     MIN_DISTANCE,
     StructureBatch,
     batch_structures,

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from pointsym._validation import check_choice, check_int
+from pointsym.core import check_choice, check_int
 
 __all__ = ["OUTPUT_TYPES", "assert_equivariant", "assert_invariant", "equivariance_error"]
 

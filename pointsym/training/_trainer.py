@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pointsym._validation import check_choice, check_int, check_positive
+from pointsym.core import check_choice, check_int, check_positive
 
 __all__ = ["TrainConfig", "Trainer", "load_checkpoint", "seed_everything"]
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pointsym.datasets import load_modelnet10
-from pointsym.experiments import csnn_shapes as cs
+from pointsym.experiments.csnn import shapes as cs
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from ase.io import write
 
 from _soap_helpers import max_rel
 from pointsym.descriptors import SOAP, image_to_points, solid_harmonics
-from pointsym.experiments import soap_cli
+from pointsym.experiments.soap import cli as soap_cli
 from pointsym.geometry import random_rotation
 
 

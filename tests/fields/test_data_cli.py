@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from pointsym.experiments import nesf_cli
-from pointsym.experiments._common import apply_common_arguments
+from pointsym.experiments.nesf import cli as nesf_cli
+from pointsym.experiments.common.cli import apply_common_arguments
 from pointsym.fields import LIM_L6_SIDX_TO_Z, CrystalSet, load_nesf, load_nesf_set, read_nesf_npz
 
 
@@ -117,8 +117,8 @@ def test_eval_exact_cli(tmp_path):
 
 
 def test_demo_stage_with_and_without_checkpoint(tmp_path, monkeypatch):
-    from pointsym.experiments import demo_nesf
-    from pointsym.experiments.demo import DemoContext
+    from pointsym.experiments.nesf import demo as demo_nesf
+    from pointsym.experiments.demo.cli import DemoContext
     from pointsym.fields import NeSF, save_nesf
 
     ctx = DemoContext(out_dir=tmp_path, quiet=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pointsym.datasets import load_atomistic, read_atomistic
-from pointsym.experiments import pet_cli
+from pointsym.experiments.pet import cli as pet_cli
 
 TINY = ["--d-model", "8", "--n-gnn-layers", "1", "--n-trans-layers", "1", "--n-heads", "2", "--dim-feedforward", "16",
         "--head-hidden", "8", "--r-cut", "3.0"]

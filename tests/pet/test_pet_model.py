@@ -12,7 +12,7 @@ from _pet_helpers import small_pet
 from pointsym.geometry import neighbor_list
 from pointsym.models._pet_layers import neighbor_layout
 from pointsym.models.pet import PET
-from pointsym.symmetrize import batch_structures, energy_and_forces
+from pointsym.structures import batch_structures, energy_and_forces
 from pointsym.testing import assert_equivariant, equivariance_error
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pointsym.datasets import load_mnist
-from pointsym.experiments import pixel_soap as ps
+from pointsym.experiments.pixel_soap import cli as ps
 from pointsym.testing import assert_invariant
 
 # Small SOAP settings keep every test fast; the invariance does not depend on the size.
@@ -88,7 +88,7 @@ def test_bad_sigma_disturbance() -> None:
 
 def test_one_image_to_points_shared_with_descriptors() -> None:
     from pointsym import descriptors
-    from pointsym.experiments import _pixel_data
+    from pointsym.experiments.pixel_soap import data as _pixel_data
 
     assert ps.image_to_points is descriptors.image_to_points
     assert _pixel_data.image_to_points is descriptors.image_to_points
@@ -151,7 +151,7 @@ def test_pixel_spectrum_invariant_under_3d_rotations_and_reflections() -> None:
     centre = len(points) // 2
 
     def spectrum(positions: np.ndarray) -> np.ndarray:
-        from pointsym.experiments._pixel_data import _create
+        from pointsym.experiments.pixel_soap.data import _create
 
         return _create(soap, [positions], [centre])[0]
 

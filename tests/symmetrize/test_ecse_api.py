@@ -7,13 +7,9 @@ import pytest
 import torch
 from _ecse_helpers import tiny_pet
 
-from pointsym.symmetrize import (
-    ECSE,
-    NeighborMLP,
-    autograd_energy_forces,
-    energy_and_forces,
-    rotational_discrepancy,
-)
+from pointsym.symmetrize import ECSE, NeighborMLP, rotational_discrepancy
+
+from pointsym.structures import autograd_energy_forces, energy_and_forces
 
 
 def _cat(a, b):

@@ -8,7 +8,9 @@ import pytest
 import torch
 from _ecse_helpers import tiny_pet
 
-from pointsym.symmetrize import ECSE, NeighborMLP, energy_and_forces
+from pointsym.symmetrize import ECSE, NeighborMLP
+
+from pointsym.structures import energy_and_forces
 from pointsym.testing import assert_equivariant, equivariance_error
 
 N_ROT = 20

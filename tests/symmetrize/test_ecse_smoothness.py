@@ -8,7 +8,9 @@ import numpy as np
 import torch
 from _ecse_helpers import tiny_pet
 
-from pointsym.symmetrize import ECSE, NeighborMLP, energy_and_forces
+from pointsym.symmetrize import ECSE, NeighborMLP
+
+from pointsym.structures import energy_and_forces
 
 
 def _path_profile(model, pos_fn, ts, species, cache=None):

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from pointsym.experiments.report import Section
+from pointsym.experiments.common.report import Section
 
 __all__ = ["stage"]
 
@@ -17,7 +17,7 @@ EPOCHS = 40
 
 
 def stage(ctx) -> Section:  # noqa: ANN001 - DemoContext, imported lazily by the runner
-    from pointsym.experiments import pixel_soap as ps
+    from pointsym.experiments.pixel_soap import cli as ps
 
     t0 = time.perf_counter()
     params = ps.SOAPParams()
@@ -29,7 +29,7 @@ def stage(ctx) -> Section:  # noqa: ANN001 - DemoContext, imported lazily by the
                                                quiet=True)
     model = model.cpu()
     X_te, y_te = ds.scaled("test")
-    from pointsym.experiments._pixel_models import predict
+    from pointsym.experiments.pixel_soap.models import predict
 
     m = ps.classification_metrics(y_te, predict(model, X_te))
     ps.plot_confusion(m["confusion"], ctx.path("pixel_soap_confusion.png"),

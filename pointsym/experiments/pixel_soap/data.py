@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from pointsym._validation import check_choice, check_int, check_positive
-from pointsym.descriptors._images import _check_image, _kept_mask, image_to_points
+from pointsym.core import check_choice, check_int, check_positive
+from pointsym.descriptors import image_to_points, pixel_point_index
 
 __all__ = [
     "SOAPParams",
@@ -50,23 +50,7 @@ BACKEND_RTOL = 1e-6
 
 
 # ---------------------------------------------------------------------------- Algorithm 1
-# image_to_points (Algorithm 1) lives in pointsym.descriptors and is re-exported here.
-
-
-def pixel_point_index(image: Any, row: int, col: int) -> int:
-    """Index of pixel ``(row, col)`` in ``image_to_points(image)`` (default arguments: every
-    pixel with ``floor(I / 10) > 0``, row-major order).
-
-    Raises ``ValueError`` if the pixel is outside the image or is dropped (``z = 0``).
-    """
-    img = _check_image(image)
-    check_int("row", row, minimum=0, maximum=img.shape[0] - 1)
-    check_int("col", col, minimum=0, maximum=img.shape[1] - 1)
-    _, mask = _kept_mask(img)
-    if not mask[row, col]:
-        raise ValueError(f"Pixel ({row}, {col}) has intensity {img[row, col]:g} < 10, so it is not a point; "
-                         "choose a pixel with floor(I / 10) > 0.")
-    return int(np.count_nonzero(mask.ravel()[: row * img.shape[1] + col]))
+# image_to_points (Algorithm 1) and pixel_point_index live in pointsym.descriptors and are re-exported here.
 
 
 # ---------------------------------------------------------------------------- SOAP backend
@@ -303,7 +287,7 @@ def pixel_spectra(
     Returns:
         float64 ``(T, n_features)`` (float32 precision when read from the cache).
     """
-    from pointsym.experiments._common import progress
+    from pointsym.experiments.common.cli import progress
 
     images = np.asarray(images)
     image_index = np.asarray(image_index, dtype=np.int64)

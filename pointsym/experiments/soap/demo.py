@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 
-from pointsym.experiments.plotting import plt, savefig
-from pointsym.experiments.report import Section
+from pointsym.experiments.common.plotting import plt, savefig
+from pointsym.experiments.common.report import Section
 
 __all__ = ["stage", "PAPER_000"]
 

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from pointsym._validation import check_choice, check_int, check_positive
-from pointsym.experiments._common import add_common_arguments, progress
-from pointsym.experiments.results import save_results
+from pointsym.core import check_choice, check_int, check_positive
+from pointsym.experiments.common.cli import add_common_arguments, progress
+from pointsym.experiments.common.results import save_results
 
 __all__ = [
     "ShapesConfig",
@@ -333,7 +333,7 @@ def run(cfg: ShapesConfig, *, out_dir: str | Path, run_name: str | None = None, 
 
 
 def _plot_curves(history: list[dict[str, Any]], tests: dict[str, Any], path: Path, title: str) -> None:
-    from pointsym.experiments.plotting import plt, savefig
+    from pointsym.experiments.common.plotting import plt, savefig
 
     ep = [h["epoch"] for h in history]
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
@@ -416,7 +416,7 @@ def benchmark_shells(cfg: ShapesConfig, shells: list[int], *, n_batches: int = 5
     payload = {"config": asdict(cfg), "n_train_full_epoch": n_full, "batch_size": cfg.batch_size, "rows": rows}
     out = Path(out_dir)
     save_results(out / "runtime_vs_shells.json", payload)
-    from pointsym.experiments.plotting import plt, savefig
+    from pointsym.experiments.common.plotting import plt, savefig
 
     fig, ax = plt.subplots(1, 2, figsize=(8, 3))
     rs = [row["n_shells"] for row in rows]
@@ -463,7 +463,7 @@ def summarize(out_dir: str | Path) -> dict[str, Any]:
     (out / "summary.md").write_text(md)
     save_results(out / "summary.json", {"table": table})
     if table:
-        from pointsym.experiments.plotting import plt, savefig
+        from pointsym.experiments.common.plotting import plt, savefig
 
         keys = ["z/z", "z/so3", "so3/so3"]
         fig, ax = plt.subplots(figsize=(6, 3.2))

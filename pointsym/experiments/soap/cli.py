@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from pointsym.experiments._common import add_common_arguments, progress
+from pointsym.experiments.common.cli import add_common_arguments, progress
 
 __all__ = ["register", "read_structures", "soap_from_args"]
 

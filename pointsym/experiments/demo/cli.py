@@ -15,19 +15,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pointsym.experiments._common import add_common_arguments
-from pointsym.experiments.report import Section, write_report
-from pointsym.experiments.results import command_line
+from pointsym.experiments.common.cli import add_common_arguments
+from pointsym.experiments.common.report import Section, write_report
+from pointsym.experiments.common.results import command_line
 
 __all__ = ["DemoContext", "STAGES", "register", "run_demo"]
 
 STAGES: list[tuple[str, str]] = [
-    ("data", "pointsym.experiments.demo_data:stage"),
-    ("soap", "pointsym.experiments.demo_soap:stage"),
-    ("csnn", "pointsym.experiments.demo_csnn:stage"),
-    ("pixel_soap", "pointsym.experiments.demo_pixel_soap:stage"),
-    ("nesf", "pointsym.experiments.demo_nesf:stage"),
-    ("pet", "pointsym.experiments.demo_pet:stage"),
+    ("data", "pointsym.experiments.data.demo:stage"),
+    ("soap", "pointsym.experiments.soap.demo:stage"),
+    ("csnn", "pointsym.experiments.csnn.demo:stage"),
+    ("pixel_soap", "pointsym.experiments.pixel_soap.demo:stage"),
+    ("nesf", "pointsym.experiments.nesf.demo:stage"),
+    ("pet", "pointsym.experiments.pet.demo:stage"),
 ]
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pointsym._validation import check_int, check_positive
+from pointsym.core import check_int, check_positive
 
 __all__ = [
     "ArrayDataset",
@@ -358,7 +358,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: in
 
 def plot_confusion(cm: np.ndarray, path: str | Path, title: str) -> Path:
     """Row-normalised confusion matrix as an annotated heat map (like the paper's Fig. 9)."""
-    from pointsym.experiments.plotting import plt, savefig
+    from pointsym.experiments.common.plotting import plt, savefig
 
     cm = np.asarray(cm)
     fig, ax = plt.subplots(figsize=(6.2, 5.4))

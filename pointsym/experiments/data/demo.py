@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from pointsym.datasets import load_atomistic, load_crystals, load_mnist, load_modelnet10
-from pointsym.experiments.plotting import plt, savefig
-from pointsym.experiments.report import Section
+from pointsym.experiments.common.plotting import plt, savefig
+from pointsym.experiments.common.report import Section
 from pointsym.geometry import icosahedral_rotations, icosahedron, neighbor_list, vertex_permutation
 
 __all__ = ["stage"]

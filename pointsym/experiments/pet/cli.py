@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pointsym.experiments._common import add_common_arguments, progress, resolve_device
-from pointsym.experiments.results import save_results
+from pointsym.experiments.common.cli import add_common_arguments, progress, resolve_device
+from pointsym.experiments.common.results import save_results
 
 __all__ = ["build_model", "evaluate", "load_frames", "load_model", "make_loss", "register", "symmetrized"]
 
@@ -145,7 +145,7 @@ def make_loss(energy_weight: float, sigma_e: float, sigma_f: float, augment: boo
 
     Metrics: ``e_mae`` (meV/atom) and ``f_mae`` (eV/Å).
     """
-    from pointsym.symmetrize import autograd_energy_forces
+    from pointsym.structures import autograd_energy_forces
 
     def loss_fn(model: torch.nn.Module, b: Any) -> tuple[torch.Tensor, dict[str, float]]:
         pos, cell, forces_ref = b.positions, b.cell, b.forces
@@ -183,7 +183,7 @@ def evaluate(model: torch.nn.Module, frames: list, *, quiet: bool = True, desc: 
     between bare and symmetrized models. For an ECSE model the frames kept after pruning
     (and before) and the number of model evaluations per structure are averaged too.
     """
-    from pointsym.symmetrize import predict_structures
+    from pointsym.structures import predict_structures
 
     e_err, f_err, times, stats = [], [], [], []
     for atoms in progress(frames, quiet=quiet, desc=desc):
@@ -216,14 +216,15 @@ def _evenly_spaced(n_total: int, n: int) -> np.ndarray:
 
 
 def _predict_fn(model: torch.nn.Module):
-    from pointsym.symmetrize import predict_structures
+    from pointsym.structures import predict_structures
 
     return lambda frames: predict_structures(model, frames, batch_size=len(frames))
 
 
 def _train_main(args: argparse.Namespace) -> int:
-    from pointsym.experiments.plotting import plt, savefig
-    from pointsym.symmetrize import batch_structures, rotational_discrepancy
+    from pointsym.experiments.common.plotting import plt, savefig
+    from pointsym.symmetrize import rotational_discrepancy
+    from pointsym.structures import batch_structures
     from pointsym.training import TrainConfig, Trainer, seed_everything
 
     t_start = time.perf_counter()
@@ -378,7 +379,7 @@ def _predict_main(args: argparse.Namespace) -> int:
     import ase.io
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    from pointsym.symmetrize import predict_structures
+    from pointsym.structures import predict_structures
 
     path = Path(args.input)
     if not path.is_file():

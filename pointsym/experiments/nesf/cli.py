@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pointsym.experiments._common import add_common_arguments, progress
+from pointsym.experiments.common.cli import add_common_arguments, progress
 
 __all__ = ["evaluate", "plot_reconstructions", "plot_training", "register"]
 
@@ -67,7 +67,7 @@ def _data_tag(data: str, split: str) -> str:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
-    from pointsym.experiments.results import save_results
+    from pointsym.experiments.common.results import save_results
     from pointsym.fields import ALL_ELEMENTS, NeSF, NeSFLoss, QuerySampler, collate_crystals, crystal_dataset, save_nesf
     from pointsym.training import TrainConfig, Trainer, load_checkpoint, seed_everything
 
@@ -167,7 +167,7 @@ def _train(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------- eval
 def _species_colors(numbers: np.ndarray) -> dict[int, Any]:
-    from pointsym.experiments.plotting import plt
+    from pointsym.experiments.common.plotting import plt
 
     cmap = plt.get_cmap("tab10")
     return {int(z): cmap(i % 10) for i, z in enumerate(sorted(set(int(v) for v in numbers)))}
@@ -175,7 +175,7 @@ def _species_colors(numbers: np.ndarray) -> dict[int, Any]:
 
 def plot_training(history: list[dict[str, Any]], path: str | Path) -> Path:
     """PNG of the training history: losses, local position error near atoms, species accuracy."""
-    from pointsym.experiments.plotting import plt, savefig
+    from pointsym.experiments.common.plotting import plt, savefig
 
     ep = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
@@ -202,7 +202,7 @@ def plot_reconstructions(crystals: Any, recs: list[Any], path: str | Path, *, ti
     """
     from ase.data import chemical_symbols
 
-    from pointsym.experiments.plotting import plt, savefig
+    from pointsym.experiments.common.plotting import plt, savefig
 
     n = len(recs)
     cols = min(n, 4)
@@ -277,7 +277,7 @@ def evaluate(
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from pointsym.experiments.results import save_results
+    from pointsym.experiments.common.results import save_results
     from pointsym.fields import ReconstructionParams, load_nesf
 
     crystals = _load_set(args.data, args.split, args, args.limit)

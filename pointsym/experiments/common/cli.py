@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import TypeVar
+
+from pointsym.core import resolve_device
 
 __all__ = ["add_common_arguments", "apply_common_arguments", "progress", "resolve_device"]
 
@@ -33,20 +35,6 @@ def apply_common_arguments(args: argparse.Namespace) -> None:
             raise ValueError(f"Expected '--threads' >= 1 (got {args.threads}).")
         torch.set_num_threads(args.threads)
     resolve_device(getattr(args, "device", "cpu"))
-
-
-def resolve_device(device: Any) -> Any:
-    """Return a ``torch.device``; a CUDA device on a machine without CUDA is a clear error."""
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"Expected 'device' like 'cpu' or 'cuda:0' (got {device!r}).") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} requested but CUDA is not available; use device='cpu' "
-                         "or install a CUDA build of torch (see README).")
-    return dev
 
 
 def progress(iterable: Iterable[T], *, quiet: bool = False, desc: str = "", total: int | None = None) -> Iterable[T]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pointsym.experiments.report import Section
+from pointsym.experiments.common.report import Section
 
 __all__ = ["CHECKPOINT", "stage"]
 
@@ -18,7 +18,7 @@ _N_MODEL = 3  # crystals auto-encoded by the network (about 5-10 s each on one C
 
 
 def stage(ctx) -> Section:  # noqa: ANN001 - DemoContext, imported lazily by the runner
-    from pointsym.experiments.nesf_cli import evaluate, plot_reconstructions
+    from pointsym.experiments.nesf.cli import evaluate, plot_reconstructions
     from pointsym.fields import ReconstructionParams, load_nesf, load_nesf_set
 
     crystals = load_nesf_set("lim_l6", "test", source="embedded")

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pointsym._validation import check_choice, check_int
-from pointsym.experiments._pixel_data import (
+from pointsym.core import check_choice, check_int
+from pointsym.experiments.pixel_soap.data import (
     BACKENDS,
     PixelSpectra,
     SOAPParams,
@@ -43,7 +43,7 @@ from pointsym.experiments._pixel_data import (
     pixel_spectra,
     sample_pixels,
 )
-from pointsym.experiments._pixel_models import (
+from pointsym.experiments.pixel_soap.models import (
     DeepAutoencoder,
     LinearAutoencoder,
     PatchCNN,
@@ -228,7 +228,7 @@ def _bundle_path(args: argparse.Namespace, name: str) -> Path:
 
 
 def _save(args: argparse.Namespace, name: str, payload: dict[str, Any], t0: float) -> Path:
-    from pointsym.experiments.results import save_results
+    from pointsym.experiments.common.results import save_results
 
     payload = {"experiment": name, **payload, "wall_time_s": time.perf_counter() - t0}
     path = save_results(Path(args.out) / f"{name}.json", payload)
@@ -246,7 +246,7 @@ def _dataset_for(args: argparse.Namespace, params: SOAPParams, *, n_train: int, 
 
 
 def _plot_history(history: list[dict[str, Any]], path: Path, title: str) -> None:
-    from pointsym.experiments.plotting import plt, savefig
+    from pointsym.experiments.common.plotting import plt, savefig
 
     ep = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
@@ -391,7 +391,7 @@ def _search_main(args: argparse.Namespace) -> int:
 def _plot_search(rows: list[dict[str, Any]], path: Path) -> list[str]:
     from itertools import combinations
 
-    from pointsym.experiments.plotting import plt
+    from pointsym.experiments.common.plotting import plt
 
     names = ["r_cut", "n_max", "l_max", "sigma"]
     acc = np.array([r["val_accuracy"] for r in rows])
@@ -466,7 +466,7 @@ def _compress_main(args: argparse.Namespace) -> int:
     jobs: list[tuple[str, int, int | None]] = [("linear AE", h, None) for h in _ints(args.h_e_linear, "--h-e-linear")]
     for hm, hes in _parse_deep_grid(args.deep_grid).items():
         jobs += [(f"deep AE h_m={hm}", h, hm) for h in hes]
-    from pointsym.experiments._common import progress
+    from pointsym.experiments.common.cli import progress
 
     for method, h, hm in progress(jobs, quiet=args.quiet, desc="autoencoders"):
         h = min(h, d)
@@ -501,7 +501,7 @@ def _compress_main(args: argparse.Namespace) -> int:
 
 
 def _plot_compression(curves: dict[str, list[dict[str, Any]]], baseline: float, out: Path, name: str) -> list[str]:
-    from pointsym.experiments.plotting import plt, savefig
+    from pointsym.experiments.common.plotting import plt, savefig
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for method, rows in curves.items():
@@ -558,7 +558,7 @@ def _noise_main(args: argparse.Namespace) -> int:
     rel = np.array([r["relative_accuracy"] for r in rows])
     at = {f"relative_accuracy_at_{v}": float(np.interp(np.log(v), np.log(sig), rel)) for v in (0.5, 1.0, 3.9)
           if sig.min() <= v <= sig.max()}
-    from pointsym.experiments.plotting import plt, savefig
+    from pointsym.experiments.common.plotting import plt, savefig
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.semilogx(sig, [r["test_accuracy"] for r in rows], "o-", label="pixel-wise SOAP MLP")
@@ -627,7 +627,7 @@ def _rotations_main(args: argparse.Namespace) -> int:
                      "soap_max_rel_spectrum_change": float(np.max(np.abs(X - X_ref)) / np.max(np.abs(X_ref))),
                      "seconds": time.perf_counter() - t1})
         _log(f"{name}: SOAP MLP {soap_acc:.4f}, patch CNN {cnn_acc['accuracy']:.4f}", args.quiet)
-    from pointsym.experiments.plotting import plt, savefig
+    from pointsym.experiments.common.plotting import plt, savefig
 
     fig, ax = plt.subplots(figsize=(7, 3.8))
     xs = np.arange(len(rows))
@@ -733,7 +733,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def register(sub: Any) -> None:
     """Add ``pointsym pixel-soap {train,search,compress,noise,rotations,backend}``."""
-    from pointsym.experiments._common import add_common_arguments
+    from pointsym.experiments.common.cli import add_common_arguments
 
     p = sub.add_parser("pixel-soap", help="pixel-wise SOAP on MNIST (paper 000): train, search, compress, noise, "
                                           "rotations", description=__doc__.split("\n\n")[0])

@@ -8,17 +8,18 @@ import time
 import numpy as np
 import torch
 
-from pointsym.experiments.plotting import plt, savefig
-from pointsym.experiments.report import Section
+from pointsym.experiments.common.plotting import plt, savefig
+from pointsym.experiments.common.report import Section
 
 __all__ = ["stage"]
 
 
 def stage(ctx) -> Section:  # noqa: ANN001 - DemoContext, imported lazily by the runner
     from pointsym.datasets import load_atomistic
-    from pointsym.experiments.pet_cli import _zero_readout, make_loss
+    from pointsym.experiments.pet.cli import _zero_readout, make_loss
     from pointsym.models.pet import PET
-    from pointsym.symmetrize import ECSE, batch_structures, predict_structures, rotational_discrepancy
+    from pointsym.symmetrize import ECSE, rotational_discrepancy
+    from pointsym.structures import batch_structures, predict_structures
     from pointsym.training import TrainConfig, Trainer, seed_everything
 
     train = load_atomistic("methane", "train", source="embedded", data_dir=ctx.data_dir)

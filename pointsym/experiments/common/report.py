@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pointsym.experiments.results import to_jsonable
+from pointsym.experiments.common.results import to_jsonable
 
 __all__ = ["Section", "write_report"]
 

@@ -1,0 +1,1 @@
+"""Shared plumbing of the experiment sub-commands: option groups, progress, results, plots, report."""

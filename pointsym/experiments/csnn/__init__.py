@@ -1,0 +1,1 @@
+"""Papers 001/003: concentric spherical networks; rotated-shape classification (``pointsym csnn-shapes``, ``shapes``)."""

@@ -1,0 +1,1 @@
+"""``pointsym data``: the data root and which data sets are present; the demo's data stage."""

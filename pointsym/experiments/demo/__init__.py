@@ -1,0 +1,1 @@
+"""``pointsym demo``: every pipeline on the embedded data, one HTML report."""

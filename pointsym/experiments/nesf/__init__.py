@@ -1,0 +1,1 @@
+"""Paper 004: neural structure fields (``pointsym nesf-train`` / ``nesf-eval``)."""

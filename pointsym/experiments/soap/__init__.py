@@ -1,0 +1,1 @@
+"""``pointsym soap``: SOAP features of structure files; the demo's SOAP stage."""
