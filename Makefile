@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.pointsym-installed
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all lint doctest check bench clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,18 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+
+# ruff (rules in pyproject.toml [tool.ruff]) and mypy (packages in [tool.mypy] files)
+lint: setup
+	$(VENV)/bin/ruff check pointsym tests benchmarks scripts
+	$(VENV)/bin/mypy
+
+# the docstring examples under pointsym/ (flags in [tool.pytest.ini_options] doctest_optionflags)
+doctest: setup
+	$(PY) -m pytest --doctest-modules pointsym -q
+
+# everything CI runs (.ci/run)
+check: lint doctest test
 
 bench: setup
 	$(PY) benchmarks/soap_vs_dscribe.py

@@ -32,8 +32,9 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +65,7 @@ class PeakRSS:
             self.peak = max(self.peak, self.current())
             time.sleep(0.002)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self.base = self.current()
         self.peak = self.base
         self._thread = threading.Thread(target=self._run, daemon=True)

@@ -13,7 +13,8 @@ import sys
 from collections.abc import Sequence
 
 import pointsym
-from pointsym.experiments.common.cli import apply_common_arguments
+from pointsym.core import PointsymError
+from pointsym.experiments.common.cli import PointsymArgumentParser, apply_common_arguments
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
@@ -29,7 +30,8 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # PointsymArgumentParser: every sub-command's --help states each option's default.
+    parser = PointsymArgumentParser(
         prog="pointsym",
         description="Rotation-aware learning on 3D point clouds: SOAP descriptors, concentric spherical "
         "networks, exact symmetrization (ECSE/PET) and neural structure fields.",
@@ -50,8 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         apply_common_arguments(args)
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        # User errors: one clear line, no traceback (POINTSYM_DEBUG=1 shows it).
+    except (PointsymError, ValueError, TypeError, FileNotFoundError) as exc:
+        # User errors and the project's own errors (a diverged training, a bad checkpoint):
+        # one clear line, no traceback (POINTSYM_DEBUG=1 shows it).
         import os
 
         if os.environ.get("POINTSYM_DEBUG"):

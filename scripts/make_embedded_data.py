@@ -6,7 +6,9 @@ Subsets are deterministic (first items or a seeded choice, stated per file below
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import json
 import sys
 from pathlib import Path
@@ -30,7 +32,8 @@ with np.load(ROOT / "modelnet10_voxel/modelnet10_vox32_surface_points1024.npz") 
     arrays = {}
     for split, per_class in (("train", 20), ("test", 10)):
         x, y, ns = d[f"x_{split}"].astype(np.float32), d[f"y_{split}"], d[f"n_surface_voxels_{split}"]
-        pick = np.concatenate([rng.choice(np.flatnonzero((y == c) & (ns > 0)), per_class, replace=False) for c in range(10)])
+        pick = np.concatenate([rng.choice(np.flatnonzero((y == c) & (ns > 0)), per_class, replace=False)
+                               for c in range(10)])
         pick.sort()
         idx = np.rint((x[pick] + 1.0) * 16.0 - 0.5)
         assert np.allclose((idx + 0.5) / 16 - 1, x[pick]) and idx.min() >= 0 and idx.max() <= 31
@@ -55,8 +58,6 @@ for split, n in (("train", 60), ("val", 20), ("test", 20)):
 # perov_5 val: first 20 rows of the CSV.
 with gzip.open(ROOT / "cdvae_crystals/perov_5/val.csv.gz", "rt") as fh:
     text = fh.read()
-import csv, io  # noqa: E401,E402
-
 rows = list(csv.reader(io.StringIO(text)))
 buf = io.StringIO()
 csv.writer(buf, lineterminator="\n").writerows(rows[:21])

@@ -41,7 +41,7 @@ def _rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         test = res["test"]
         model = res["model"]["class"]
         training = "random O(3) augmentation" if res["augment"] else "no augmentation"
-        for key, label in ROWS:
+        for key, _label in ROWS:
             if key not in test:
                 continue
             r = test[key]

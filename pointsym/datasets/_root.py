@@ -60,7 +60,7 @@ def data_file(relpath: str, data_dir: str | os.PathLike[str] | None = None, *, w
         f"{what or 'Data file'} not found: expected {relpath!r} {where}. Put the file there, or point "
         "pointsym at a data root with --data-dir DIR or the POINTSYM_DATA environment variable "
         "(default: ../shared/data next to the project). For the small subset shipped with pointsym "
-        "pass source='embedded' (CLI: --embedded)."
+        "pass source='embedded' (on the command line: --source embedded)."
     )
 
 

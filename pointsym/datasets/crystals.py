@@ -10,7 +10,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -146,13 +146,13 @@ def read_crystals_csv(path: str | os.PathLike[str]) -> list:
     if not path.is_file():
         raise FileNotFoundError(f"Crystal file {str(path)!r} does not exist.")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", newline="") as fh:  # type: ignore[operator]
+    with opener(path, "rt", newline="") as fh:
         reader = csv.DictReader(fh)
         if reader.fieldnames is None or "cif" not in reader.fieldnames:
             raise ValueError(f"{str(path)!r} has no 'cif' column; is it a CDVAE CSV?")
         out = []
         for row in reader:
-            atoms = ase.io.read(io.StringIO(row.pop("cif")), format="cif")
+            atoms = cast("ase.Atoms", ase.io.read(io.StringIO(row.pop("cif")), format="cif"))  # one image
             for key, value in row.items():
                 if key == "":
                     key = "row_index"

@@ -10,6 +10,7 @@ user has started. This module never creates a cluster.
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any
 
 import numpy as np
@@ -60,14 +61,31 @@ def _n_centres(centres: Any, n_atoms: int) -> int:
         return 1
 
 
+def _global_positions(message: str, start: int, n: int) -> str:
+    """Rewrite the chunk-local ``system[k]`` / ``centers[k]`` of an error message to the user's index.
+
+    A chunk of one structure is passed to ``create`` as a single system, whose messages carry
+    no index: the index is then put in front.
+    """
+    shifted, count = re.subn(r"\b(system|systems|centers)\[(\d+)\]",
+                             lambda m: f"{m.group(1)}[{start + int(m.group(2))}]", message)
+    if count:
+        return shifted
+    where = f"systems[{start}]" if n == 1 else f"one of systems[{start}:{start + n}]"
+    return f"{where}: {message}"
+
+
 def _create_block(descriptor: Any, systems: list[Any], centres: list[Any] | None, create_kwargs: dict[str, Any],
-                  shape: tuple[int, ...], counts: tuple[int, ...] | None) -> Any:
+                  shape: tuple[int, ...], counts: tuple[int, ...] | None, start: int = 0) -> Any:
     """``descriptor.create`` on one chunk, reshaped to the chunk's block of the global layout.
 
     ``create`` treats a one-element list as a single system and returns a list for systems of
     different sizes; both are brought to ``shape`` here (rows in input order).
     """
-    out = descriptor.create(systems, centers=centres, **create_kwargs)
+    try:
+        out = descriptor.create(systems, centers=centres, **create_kwargs)
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(_global_positions(str(exc), start, len(systems))) from exc
     if isinstance(out, list):
         rows = tuple(int(p.shape[0]) for p in out)
         if counts is not None and rows != counts:
@@ -211,7 +229,7 @@ def create_dask(descriptor: Any, systems: Any, *, centers: Any = None, chunk_siz
         # pure=False: random task keys, so the structures are never hashed (tokenised) here.
         task = dask.delayed(_create_block, pure=False)(
             desc, items[start:stop], None if centers is None else centers[start:stop], dict(create_kwargs),
-            shape, chunk_counts,
+            shape, chunk_counts, start,
         )
         meta = sparse.COO.from_numpy(np.zeros((0,) * len(shape), dtype=dtype)) if sparse_out else None
         blocks.append(da.from_delayed(task, shape=shape, dtype=dtype, meta=meta))

@@ -12,7 +12,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from pointsym.core import check_choice, check_int, check_positive, resolve_device, to_numpy
+from pointsym.core import (
+    atomic_number,
+    check_choice,
+    check_int,
+    check_positive,
+    parse_species,
+    renamed_kwargs,
+    resolve_device,
+    to_numpy,
+)
 from pointsym.descriptors._engine import Plan, _Chunk
 from pointsym.descriptors._harmonics import differentiable_mode, needs_graph
 from pointsym.descriptors._systems import Batch, System, as_system, build_batch, is_single_system
@@ -27,20 +36,6 @@ _CHUNK_ELEMENTS = 2_000_000
 _MAX_SLOTS = 8192
 # Centres per group of systems handled in one pass (bounds the memory of the pair bookkeeping).
 _MAX_GROUP_CENTRES = 4096
-
-
-def _atomic_number(value: Any, what: str) -> int:
-    from ase.data import atomic_numbers
-
-    if isinstance(value, str):
-        if value not in atomic_numbers:
-            raise ValueError(f"Unknown chemical symbol {value!r} in '{what}'.")
-        return int(atomic_numbers[value])
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"Expected '{what}' to contain chemical symbols or atomic numbers (got {value!r}).")
-    if int(value) <= 0:
-        raise ValueError(f"Atomic numbers in '{what}' must be positive (got {int(value)}).")
-    return int(value)
 
 
 @contextlib.contextmanager
@@ -144,13 +139,7 @@ class SOAP:
             raise ValueError("'species' is required: list every element that can appear, e.g. species=['H', 'O'].")
         if isinstance(species, (str, int, np.integer)):
             species = [species]
-        try:
-            species_list = list(species)
-        except TypeError as exc:
-            raise TypeError(f"Expected 'species' to be a list of symbols or atomic numbers (got {species!r}).") from exc
-        if not species_list:
-            raise ValueError("'species' is empty; list at least one element.")
-        numbers = sorted({_atomic_number(s, "species") for s in species_list})
+        numbers = parse_species(species, "species")
         self._species = species
         self._atomic_numbers = np.asarray(numbers, dtype=np.int64)
         self._species_index = {z: i for i, z in enumerate(numbers)}
@@ -270,7 +259,7 @@ class SOAP:
                 raise TypeError(f"Expected compression['species_weighting'] to be a dict or None (got {sw!r}).")
             given = {}
             for key, value in sw.items():
-                given[_atomic_number(key, "compression['species_weighting']")] = float(value)
+                given[atomic_number(key, "compression['species_weighting']")] = float(value)
             missing = [int(z) for z in self._atomic_numbers if int(z) not in given]
             extra = sorted(set(given) - {int(z) for z in self._atomic_numbers})
             if missing or extra:
@@ -358,7 +347,7 @@ class SOAP:
             raise ValueError(f"Expected 'species' to be a pair of symbols or atomic numbers (got {species!r}).")
         idx = []
         for s in species:
-            z = _atomic_number(s, "species")
+            z = atomic_number(s, "species")
             if z not in self._species_index:
                 raise ValueError(f"Atomic number {z} was not specified in the species {self._atomic_numbers.tolist()}.")
             idx.append(self._species_index[z])
@@ -420,6 +409,18 @@ class SOAP:
         return list(centers)
 
     # ------------------------------------------------------------------ evaluation
+    @staticmethod
+    def _check_torch_dtype(dtype: Any) -> torch.dtype | None:
+        """``None``, ``torch.float32`` or ``torch.float64`` (strings "float32"/"float64" accepted)."""
+        if dtype is None:
+            return None
+        if isinstance(dtype, str) and dtype in ("float32", "float64"):
+            return getattr(torch, dtype)
+        if dtype in (torch.float32, torch.float64):
+            return dtype
+        raise TypeError(f"Expected 'dtype' to be torch.float32 or torch.float64 (got {dtype!r}); SOAP is computed "
+                        "in single or double precision only (cast the output for other dtypes).")
+
     def _compute_dtype(self, requested: torch.dtype | None) -> torch.dtype:
         return requested or (torch.float32 if self.dtype == "float32" else torch.float64)
 
@@ -660,6 +661,7 @@ class SOAP:
         """
         systems, single = self._systems(system)
         centres = self._centre_lists(centers, len(systems), single)
+        dtype = self._check_torch_dtype(dtype)
         out_dtype = dtype or (torch.float32 if self.dtype == "float32" else torch.float64)
         parts = [p.to(out_dtype) for p in self._evaluate_parts(systems, centres, self._compute_dtype(dtype))]
         if single or len(parts) == 1:
@@ -668,14 +670,15 @@ class SOAP:
             return torch.stack(parts)
         return parts
 
+    @renamed_kwargs(system="batch")
     def compute(
         self,
         positions: torch.Tensor,
         numbers: Any,
         *,
-        system: Any = None,
         cell: Any = None,
         pbc: Any = None,
+        batch: Any = None,
         centers: Any = None,
         dtype: torch.dtype | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -683,10 +686,11 @@ class SOAP:
 
         Args:
             positions: ``(N, 3)`` tensor (Å) of every atom of every system (gradients flow).
-            numbers: ``(N,)`` atomic numbers.
-            system: ``(N,)`` system index of each atom, non-decreasing (``None``: one system).
+            numbers: ``(N,)`` per-atom atomic numbers.
             cell: ``(B, 3, 3)`` or ``(3, 3)`` lattice vectors (tensor for cell gradients).
             pbc: ``(B, 3)``, ``(3,)`` or bool periodicity (used when ``periodic=True``).
+            batch: ``(N,)`` system index of each atom, non-decreasing (``None``: one system;
+                ``system=`` is a deprecated alias).
             centers: ``None`` (every atom) or a 1-D tensor/array of flat atom indices.
             dtype: computation/output dtype (default: the descriptor's dtype).
 
@@ -695,6 +699,7 @@ class SOAP:
             rows grouped by system in increasing system order, and ``index``:
             ``(n_centers_total,)`` the system of each row (``arange(B)`` when averaged).
         """
+        dtype = self._check_torch_dtype(dtype)
         pos = positions
         if not isinstance(pos, torch.Tensor):
             pos = torch.as_tensor(to_numpy("positions", positions, dtype=np.float64))
@@ -704,14 +709,14 @@ class SOAP:
         nums = to_numpy("numbers", numbers).astype(np.int64).reshape(-1)
         if nums.shape[0] != n:
             raise ValueError(f"'numbers' has {nums.shape[0]} entries for {n} positions.")
-        if system is None:
+        if batch is None:
             sys_idx = np.zeros(n, dtype=np.int64)
         else:
-            sys_idx = to_numpy("system", system).astype(np.int64).reshape(-1)
+            sys_idx = to_numpy("batch", batch).astype(np.int64).reshape(-1)
         if sys_idx.shape[0] != n:
-            raise ValueError(f"'system' has {sys_idx.shape[0]} entries for {n} positions.")
+            raise ValueError(f"'batch' has {sys_idx.shape[0]} entries for {n} positions.")
         if n and np.any(np.diff(sys_idx) < 0):
-            raise ValueError("'system' must be non-decreasing (atoms of one system contiguous, systems in order).")
+            raise ValueError("'batch' must be non-decreasing (atoms of one system contiguous, systems in order).")
         B = int(sys_idx.max()) + 1 if n else 0
         bounds = np.searchsorted(sys_idx, np.arange(B + 1))
         cells = cell
@@ -742,6 +747,7 @@ class SOAP:
             if self.average != "off" and any(c.size == 0 for c in centres):
                 raise ValueError("With averaging, every system needs at least one centre in 'centers'.")
         parts = self._evaluate_parts(systems, centres, self._compute_dtype(dtype), allow_empty=True)
+        dtype = self._check_torch_dtype(dtype)
         out_dtype = dtype or (torch.float32 if self.dtype == "float32" else torch.float64)
         if self.average != "off":
             return torch.stack(parts).to(out_dtype), torch.arange(B, device=self.device)

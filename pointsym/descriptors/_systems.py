@@ -88,7 +88,36 @@ def is_single_system(x: Any) -> bool:
     return False
 
 
-def _numbers_from(value: Any, n: int, default_number: int | None) -> np.ndarray:
+def integer_numbers(name: str, value: Any) -> np.ndarray:
+    """``value`` as a flat int64 array of atomic numbers, refusing non-integers.
+
+    Floats are accepted only when they hold whole numbers (``6.0``); ``1.5``, bools and
+    complex numbers raise instead of being truncated to an element.
+    """
+    arr = to_numpy(name, value)
+    if arr.dtype == bool or arr.dtype.kind == "c":
+        raise TypeError(f"Expected '{name}' to hold integer atomic numbers (got dtype {arr.dtype}).")
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+        if bad.any():
+            first = np.argwhere(bad.reshape(-1))[0, 0]
+            raise ValueError(f"'{name}' must hold integer atomic numbers (got {float(arr.reshape(-1)[first])} at index "
+                             f"{first}); pass e.g. 6 for carbon.")
+    elif arr.dtype.kind not in "iu":
+        raise TypeError(f"Expected '{name}' to hold integer atomic numbers (got dtype {arr.dtype}).")
+    return arr.astype(np.int64).reshape(-1)
+
+
+def check_real_positions(name: str, value: Any) -> np.ndarray:
+    """``value`` as float64 numpy, refusing complex and bool arrays instead of casting them."""
+    arr = to_numpy(name, value)
+    if arr.dtype == bool or arr.dtype.kind not in "iuf":
+        raise TypeError(f"Expected '{name}' to be a real-valued float array (got dtype {arr.dtype}); pass Cartesian "
+                        "coordinates in Å as floats.")
+    return arr.astype(np.float64, copy=False)
+
+
+def _numbers_from(value: Any, n: int, default_number: int | None, name: str = "system") -> np.ndarray:
     if value is None:
         if default_number is None:
             raise ValueError(
@@ -108,7 +137,7 @@ def _numbers_from(value: Any, n: int, default_number: int | None) -> np.ndarray:
             arr = np.array([atomic_numbers[str(s)] for s in arr.reshape(-1)], dtype=np.int64)
         except KeyError as exc:
             raise ValueError(f"Unknown chemical symbol {exc.args[0]!r} in the system's species.") from exc
-    arr = np.asarray(arr, dtype=np.int64).reshape(-1)
+    arr = integer_numbers(f"{name} numbers", arr)
     if arr.shape[0] != n:
         raise ValueError(f"The system has {n} positions but {arr.shape[0]} species/numbers; give one per atom.")
     return arr
@@ -150,8 +179,8 @@ def as_system(x: Any, *, periodic: bool, default_number: int | None, name: str =
                 f"(positions, numbers) tuple or an (n, 3) array (got {type(x).__name__})."
             )
         n = int(tuple(positions.shape)[0]) if _is_array(positions) else len(positions)
-        numbers = _numbers_from(spec, n, default_number)
-    positions_np = to_numpy(f"{name} positions", positions, dtype=np.float64)
+        numbers = _numbers_from(spec, n, default_number, name)
+    positions_np = check_real_positions(f"{name} positions", positions)
     if positions_np.ndim != 2 or positions_np.shape[1] != 3:
         raise ValueError(f"Expected '{name}' positions of shape (n, 3) (got {positions_np.shape}).")
     if positions_np.shape[0] == 0:
@@ -236,7 +265,7 @@ def _pairs(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: flo
         order. The deterministic sort of the geometry function would cost ~3x the search
         itself (512-atom Si: ~11 ms vs ~4 ms) and the SOAP layout re-orders pairs anyway.
     """
-    nl = neighbor_list(positions, float(cutoff), cell=cell, pbc=pbc, sort=False)
+    nl = neighbor_list(positions, cell=cell, pbc=pbc, r_cut=float(cutoff), sort=False)
     return nl.i, nl.j, nl.shifts
 
 

@@ -14,7 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from pointsym.core import check_choice, check_int, check_positive
+from pointsym.core import CheckpointError, CheckpointMixin, check_choice, check_int, check_positive, warn_deprecated
+from pointsym.core.checkpoints import build_from_state, describe_foreign, trainer_extra
+from pointsym.core.deprecation import renamed_kwargs
+from pointsym.core.species import atomic_number
 
 __all__ = [
     "ALL_ELEMENTS",
@@ -126,8 +129,9 @@ class PointNetEncoder(nn.Module):
         dropout: dropout of the final MLP's hidden layers (default 0.3).
 
     Shapes:
-        positions ``(N, 3)``, species ``(N,)`` long in ``[0, S)``, batch ``(N,)`` long,
-        lengths ``(B, 3)``, angles ``(B, 3)`` -> latent ``(B, L)``.
+        positions ``(N, 3)``, species_index ``(N,)`` long class indices in ``[0, S)`` (see
+        :meth:`NeSF.species_index`), batch ``(N,)`` long, lengths ``(B, 3)``, angles ``(B, 3)``
+        -> latent ``(B, L)``.
     """
 
     def __init__(
@@ -159,29 +163,30 @@ class PointNetEncoder(nn.Module):
     def reset_parameters(self) -> None:
         _reset(self)
 
+    @renamed_kwargs(species="species_index")
     def forward(
-        self, positions: torch.Tensor, species: torch.Tensor, batch: torch.Tensor, lengths: torch.Tensor,
+        self, positions: torch.Tensor, species_index: torch.Tensor, batch: torch.Tensor, lengths: torch.Tensor,
         angles: torch.Tensor,
     ) -> torch.Tensor:
         _check_tensor("positions", positions, (None, 3))
         n = positions.shape[0]
-        _check_tensor("species", species, (n,), floating=False)
+        _check_tensor("species_index", species_index, (n,), floating=False)
         _check_tensor("batch", batch, (n,), floating=False)
         _check_tensor("lengths", lengths, (None, 3))
         b = lengths.shape[0]
         _check_tensor("angles", angles, (b, 3))
         if n == 0 or b == 0:
             raise ValueError("Cannot encode an empty batch: every structure needs at least one atom.")
-        if int(species.min()) < 0 or int(species.max()) >= self.num_species:
-            raise ValueError(f"'species' must hold class indices in [0, {self.num_species}) (got "
-                             f"{int(species.min())}..{int(species.max())}); map atomic numbers with "
+        if int(species_index.min()) < 0 or int(species_index.max()) >= self.num_species:
+            raise ValueError(f"'species_index' must hold class indices in [0, {self.num_species}) (got "
+                             f"{int(species_index.min())}..{int(species_index.max())}); map atomic numbers with "
                              "NeSF.species_index.")
         if int(batch.min()) < 0 or int(batch.max()) >= b:
             raise ValueError(f"'batch' must index the {b} structures given by 'lengths' (got {int(batch.max())}).")
         counts = torch.bincount(batch, minlength=b)
         if bool((counts == 0).any()):
             raise ValueError(f"Structure {int(torch.nonzero(counts == 0)[0])} of the batch has no atoms.")
-        one_hot = nn.functional.one_hot(species.long(), self.num_species).to(positions.dtype)
+        one_hot = nn.functional.one_hot(species_index.long(), self.num_species).to(positions.dtype)
         h = self.mix(torch.cat([self.position_mlp(positions), self.species_mlp(one_hot)], dim=-1))
         index = batch.long()[:, None].expand_as(h)
         pooled = h.new_full((b, h.shape[1]), float("-inf")).scatter_reduce(0, index, h, reduce="amax")
@@ -304,12 +309,13 @@ class LatticeHead(nn.Module):
         return f"latent_dim={self.latent_dim}, hidden={self.hidden}"
 
 
-class NeSF(nn.Module):
+class NeSF(CheckpointMixin, nn.Module):
     """Neural structure field autoencoder for crystals (encoder + field decoders + lattice head).
 
     Args:
-        species: species vocabulary as atomic numbers (default: all 118 elements, so one
-            model can read any data set; the reference uses the training set's list).
+        species: species vocabulary, atomic numbers or symbols (default: all 118 elements, so
+            one model can read any data set; the reference uses the training set's list). Its
+            order defines the class indices (:meth:`species_index`).
         latent_dim: latent size ``L`` (default 192).
         box_min, box_max: bounding box of the training atoms (Å), used for training
             queries and the reconstruction grid; stored with the model.
@@ -344,9 +350,16 @@ class NeSF(nn.Module):
         species_channels: Sequence[int] = (256, 128),
     ) -> None:
         super().__init__()
-        vocab = tuple(int(z) for z in species)
-        if not vocab or len(set(vocab)) != len(vocab) or min(vocab) < 0:
-            raise ValueError(f"Expected 'species' to be distinct non-negative atomic numbers (got {species!r}).")
+        if isinstance(species, (str, int)):
+            species = [species]
+        try:
+            items = list(species)
+        except TypeError as exc:
+            raise TypeError(f"Expected 'species' to be a sequence of atomic numbers or symbols "
+                            f"(got {species!r}).") from exc
+        vocab = tuple(atomic_number(z, "species") for z in items)
+        if not vocab or len(set(vocab)) != len(vocab):
+            raise ValueError(f"Expected 'species' to be distinct atomic numbers (got {species!r}).")
         self.species = vocab
         self.latent_dim = check_int("latent_dim", latent_dim, minimum=1)
         self.box_min = tuple(float(v) for v in box_min)
@@ -371,10 +384,29 @@ class NeSF(nn.Module):
         self.lattice_head = LatticeHead(self.latent_dim)
 
     # ------------------------------------------------------------------ construction
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments (JSON-serialisable); ``NeSF(**model.config())`` rebuilds the model."""
+    @property
+    def hypers(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-serialisable); ``NeSF(**model.hypers)`` rebuilds the model."""
         return {k: (dict(v) if isinstance(v, dict) else (list(v) if isinstance(v, list) else v))
                 for k, v in self._config.items()}
+
+    def config(self) -> dict[str, Any]:
+        """Deprecated alias of :attr:`hypers` (one release)."""
+        warn_deprecated("NeSF.config() is deprecated, use the NeSF.hypers property", stacklevel=2)
+        return self.hypers
+
+    @classmethod
+    def _from_legacy(cls, raw: Any, path: Any) -> NeSF | None:
+        # Older NeSF files: the slim export of save_nesf before the pointsym-model format
+        # ({"format_version": 1, "kind": "nesf", "model", "config": {"extra": {"nesf": hypers}}})
+        # and ``pointsym nesf-train`` Trainer checkpoints (hypers in config.extra["nesf"]).
+        extra = trainer_extra(raw, path)
+        if extra is None:
+            return None
+        hypers = extra.get("nesf")
+        if not isinstance(hypers, dict):
+            raise CheckpointError(describe_foreign(raw, path, cls.__name__))
+        return build_from_state(cls, hypers, raw["model"], path)
 
     def reset_parameters(self) -> None:
         for m in (self.encoder, self.position_decoder, self.species_decoder, self.lattice_head):
@@ -405,10 +437,12 @@ class NeSF(nn.Module):
         return table[index.long()]
 
     # ------------------------------------------------------------------ parts
-    def encode(self, positions: torch.Tensor, species: torch.Tensor, batch: torch.Tensor, lengths: torch.Tensor,
-               angles: torch.Tensor) -> torch.Tensor:
-        """Latents ``(B, L)`` of a batch of structures (species as class indices)."""
-        return self.encoder(positions, species, batch, lengths, angles)
+    @renamed_kwargs(species="species_index")
+    def encode(self, positions: torch.Tensor, species_index: torch.Tensor, batch: torch.Tensor,
+               lengths: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+        """Latents ``(B, L)`` of a batch of structures (``species_index``: per-atom class indices from
+        :meth:`species_index`, not atomic numbers)."""
+        return self.encoder(positions, species_index, batch, lengths, angles)
 
     def position_field(self, latent: torch.Tensor, queries: torch.Tensor, query_batch: torch.Tensor) -> torch.Tensor:
         """Predicted vector to the nearest atom ``(Q, 3)`` (Å)."""
@@ -422,8 +456,9 @@ class NeSF(nn.Module):
         """Predicted lattice lengths ``(B, 3)`` (Å) and angles ``(B, 3)`` (rad)."""
         return self.lattice_head(latent)
 
+    @renamed_kwargs(species="species_index")
     def forward(
-        self, positions: torch.Tensor, species: torch.Tensor, batch: torch.Tensor, lengths: torch.Tensor,
+        self, positions: torch.Tensor, species_index: torch.Tensor, batch: torch.Tensor, lengths: torch.Tensor,
         angles: torch.Tensor, queries: torch.Tensor | None = None, query_batch: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Encode a batch and decode lattice and (optionally) both fields at ``queries``.
@@ -431,7 +466,7 @@ class NeSF(nn.Module):
         Returns a dict with ``latent (B, L)``, ``lengths (B, 3)``, ``angles (B, 3)`` and, when
         queries are given, ``position_field (Q, 3)`` and ``species_logits (Q, S)``.
         """
-        z = self.encode(positions, species, batch, lengths, angles)
+        z = self.encode(positions, species_index, batch, lengths, angles)
         pred_len, pred_ang = self.lattice(z)
         out = {"latent": z, "lengths": pred_len, "angles": pred_ang}
         if queries is not None:

@@ -221,7 +221,7 @@ class NeuralField:
         with torch.no_grad():
             for s in range(0, len(items), encode_batch_size):
                 b = collate_crystals(items[s:s + encode_batch_size]).to(self.device)
-                latents.append(model.encode(b.positions, b.species, b.batch, b.lengths, b.angles))
+                latents.append(model.encode(b.positions, b.species_index, b.batch, b.lengths, b.angles))
             self.latent = torch.cat(latents) if latents else torch.zeros(0, model.latent_dim, device=self.device)
             self._proj_pos = model.position_decoder.latent_projection(self.latent)
             self._proj_spec = model.species_decoder.latent_projection(self.latent)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pointsym.core import check_int, check_positive
+from pointsym.core import check_int, check_positive, renamed_kwargs, warn_deprecated
 from pointsym.fields._data import CrystalSet
 from pointsym.fields._field import batched_nearest_atoms
 
@@ -22,7 +22,8 @@ class CrystalBatch:
 
     Attributes:
         positions: ``(N, 3)`` atom positions (Å).
-        species: ``(N,)`` long class indices of the model's vocabulary.
+        species_index: ``(N,)`` long class indices of the model's vocabulary (``species`` is a
+            deprecated alias).
         batch: ``(N,)`` long structure index of each atom (sorted).
         lengths: ``(B, 3)`` lattice lengths (Å).
         angles: ``(B, 3)`` lattice angles (rad).
@@ -30,11 +31,18 @@ class CrystalBatch:
     """
 
     positions: torch.Tensor
-    species: torch.Tensor
+    species_index: torch.Tensor
     batch: torch.Tensor
     lengths: torch.Tensor
     angles: torch.Tensor
     index: torch.Tensor
+
+    @property
+    def species(self) -> torch.Tensor:
+        """Deprecated alias of :attr:`species_index`."""
+        warn_deprecated("CrystalBatch.species is deprecated, use CrystalBatch.species_index (class indices)",
+                        stacklevel=2)
+        return self.species_index
 
     @property
     def batch_size(self) -> int:
@@ -42,6 +50,10 @@ class CrystalBatch:
 
     def to(self, device: Any) -> CrystalBatch:
         return CrystalBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+
+# One release of CrystalBatch(species=...) (the per-atom class indices are now ``species_index``).
+CrystalBatch.__init__ = renamed_kwargs(species="species_index")(CrystalBatch.__init__)  # type: ignore[method-assign]
 
 
 def crystal_dataset(crystals: CrystalSet, model: Any, dtype: torch.dtype = torch.float32) -> list[tuple]:
@@ -63,7 +75,7 @@ def collate_crystals(items: Sequence[tuple]) -> CrystalBatch:
     counts = torch.tensor([len(it[1]) for it in items])
     return CrystalBatch(
         positions=torch.cat([it[0] for it in items]),
-        species=torch.cat([it[1] for it in items]).long(),
+        species_index=torch.cat([it[1] for it in items]).long(),
         batch=torch.repeat_interleave(torch.arange(len(items)), counts),
         lengths=torch.stack([it[2] for it in items]),
         angles=torch.stack([it[3] for it in items]),
@@ -239,8 +251,8 @@ class NeSFLoss:
             near_p = batched_nearest_atoms(batch.positions, batch.batch, q["position_queries"], q["position_batch"], b)
             near_s = batched_nearest_atoms(batch.positions, batch.batch, q["species_queries"], q["species_batch"], b)
         target_v = batch.positions[near_p] - q["position_queries"]
-        target_s = batch.species[near_s]
-        z = net.encode(batch.positions, batch.species, batch.batch, batch.lengths, batch.angles)
+        target_s = batch.species_index[near_s]
+        z = net.encode(batch.positions, batch.species_index, batch.batch, batch.lengths, batch.angles)
         pred_v = net.position_field(z, q["position_queries"], q["position_batch"])
         logits = net.species_logits(z, q["species_queries"], q["species_batch"])
         pred_len, pred_ang = net.lattice(z)

@@ -172,10 +172,11 @@ def icosphere(level: int) -> Icosphere:
 # angle(v, c) <= d_k(c) + 2 rho. The look-up is therefore exact, not approximate.
 
 
-def _cube_cell(directions: np.ndarray | Any, m: int, xp: Any) -> Any:
+def _cube_cell(directions: Any, m: int, xp: Any) -> Any:
     """Cube-map cell index of (not necessarily unit) directions ``(..., 3)``."""
     ad = xp.abs(directions)
     axis = ad.argmax(-1)  # face axis 0/1/2
+    major: Any  # numpy array or torch tensor, like ``directions``
     if xp is np:
         major = np.take_along_axis(directions, axis[..., None], -1)[..., 0]
     else:
@@ -203,32 +204,31 @@ def _cube_cell(directions: np.ndarray | Any, m: int, xp: Any) -> Any:
     return (face * m + iu) * m + iv
 
 
+def _face_directions(face: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Unit directions of the cube-map points ``(u, v)`` of face ``face`` (``2 * axis + negative``)."""
+    axis, negative = divmod(face, 2)
+    out = np.empty(u.shape + (3,))
+    out[..., axis] = -1.0 if negative else 1.0
+    out[..., (axis + 1) % 3] = u
+    out[..., (axis + 2) % 3] = v
+    return out / np.linalg.norm(out, axis=-1, keepdims=True)
+
+
 def _cell_geometry(m: int) -> tuple[np.ndarray, np.ndarray]:
     """Unit centre directions ``(6 m^2, 3)`` and angular radii ``(6 m^2,)`` of all cells."""
     edges = np.linspace(-1.0, 1.0, m + 1)
     mids = 0.5 * (edges[1:] + edges[:-1])
     centres, radii = [], []
     for face in range(6):
-        axis, sign = divmod(face, 2)
-        sign = -1.0 if sign else 1.0
-        i1, i2 = (axis + 1) % 3, (axis + 2) % 3
-
-        def to3d(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-            out = np.empty(u.shape + (3,))
-            out[..., axis] = sign
-            out[..., i1] = u
-            out[..., i2] = v
-            return out / np.linalg.norm(out, axis=-1, keepdims=True)
-
         uu, vv = np.meshgrid(mids, mids, indexing="ij")
-        c = to3d(uu, vv)  # (m, m, 3)
+        c = _face_directions(face, uu, vv)  # (m, m, 3)
         # Max angle to the 4 corners (a gnomonic cell is a convex geodesic quadrilateral,
         # so the farthest point from an interior point is a corner).
         worst = np.zeros((m, m))
         for du in (0, 1):
             for dv in (0, 1):
                 cu, cv = np.meshgrid(edges[du: m + du], edges[dv: m + dv], indexing="ij")
-                corner = to3d(cu, cv)
+                corner = _face_directions(face, cu, cv)
                 worst = np.maximum(worst, np.arccos(np.clip((c * corner).sum(-1), -1.0, 1.0)))
         centres.append(c.reshape(-1, 3))
         radii.append(worst.reshape(-1))

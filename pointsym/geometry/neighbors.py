@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pointsym.core import check_finite_array, check_points, check_positive, to_numpy
+from pointsym.core import check_finite_array, check_points, check_positive, renamed_kwargs, to_numpy, warn_deprecated
 
 __all__ = ["NeighborList", "neighbor_list", "edge_vectors", "parse_pbc"]
 
@@ -54,23 +54,44 @@ def _from_atoms(system: Any) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]
     return system.get_positions(), np.asarray(system.cell[:], dtype=np.float64), parse_pbc(system.pbc)
 
 
+def _is_real_scalar(value: Any) -> bool:
+    """A plain number (the old positional cutoff), never a cell, a pbc flag or a bool."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return True
+    if getattr(value, "ndim", None) == 0:  # 0-d numpy array or torch tensor
+        dtype = str(getattr(value, "dtype", "bool"))
+        return "bool" not in dtype and "complex" not in dtype
+    return False
+
+
+_UNSET: Any = object()
+
+
+@renamed_kwargs(cutoff="r_cut")
 def neighbor_list(
     positions: Any,
-    cutoff: float,
-    cell: Any = None,
-    pbc: Any = False,
-    *,
+    *args: Any,
+    r_cut: float | None = None,
+    cell: Any = _UNSET,
+    pbc: Any = _UNSET,
     self_interaction: bool = False,
     sort: bool = True,
 ) -> NeighborList:
-    """All pairs closer than ``cutoff`` (Å), with periodic images where ``pbc`` is set.
+    """All pairs closer than ``r_cut`` (Å), with periodic images where ``pbc`` is set.
+
+    Call as ``neighbor_list(positions, cell=None, pbc=False, *, r_cut, self_interaction=False,
+    sort=True)`` (``cell`` and ``pbc`` may be positional, in that order). The old forms
+    ``neighbor_list(positions, cutoff, cell, pbc)`` and ``cutoff=`` still work for one release,
+    with a ``DeprecationWarning``.
 
     Args:
         positions: ``(n, 3)`` Cartesian positions in Å, or an ``ase.Atoms`` (its cell and
             pbc are then used and ``cell``/``pbc`` must be left at their defaults).
-        cutoff: pair cutoff radius in Å (> 0).
         cell: ``(3, 3)`` lattice vectors as rows, Å; required when any ``pbc`` is True.
-        pbc: bool or three bools, periodicity along each cell vector.
+        pbc: bool or three bools, periodicity along each cell vector (default and ``None``: False).
+        r_cut: pair cutoff radius in Å (> 0), keyword only.
         self_interaction: include the pair ``(i, i)`` with zero shift (default: no).
             Periodic self-images at non-zero shift are always included.
         sort: order the pairs deterministically, lexicographically by ``(i, j, shifts)``
@@ -82,12 +103,33 @@ def neighbor_list(
     Returns:
         A :class:`NeighborList`.
     """
+    if args and _is_real_scalar(args[0]):  # old form neighbor_list(positions, cutoff, cell, pbc)
+        if r_cut is not None:
+            raise TypeError("neighbor_list() got the cutoff both positionally (deprecated) and as 'r_cut='.")
+        warn_deprecated("neighbor_list(positions, cutoff, ...): a positional cutoff is deprecated, use "
+                        "neighbor_list(positions, cell, pbc, r_cut=...)", stacklevel=3)
+        r_cut, args = args[0], args[1:]
+    if len(args) > 2:
+        raise TypeError(f"neighbor_list() takes positions, cell, pbc positionally (got {1 + len(args)} positional "
+                        "arguments); pass r_cut= as a keyword.")
+    if len(args) >= 1:
+        if cell is not _UNSET:
+            raise TypeError("neighbor_list() got multiple values for argument 'cell'.")
+        cell = args[0]
+    if len(args) == 2:
+        if pbc is not _UNSET:
+            raise TypeError("neighbor_list() got multiple values for argument 'pbc'.")
+        pbc = args[1]
+    cell = None if cell is _UNSET else cell
+    pbc = False if pbc is _UNSET or pbc is None else pbc
+    if r_cut is None:
+        raise TypeError("neighbor_list() missing the keyword argument 'r_cut' (pair cutoff in Å).")
     if hasattr(positions, "get_positions") and hasattr(positions, "cell"):
-        if cell is not None or pbc is not False:
+        if cell is not None or (pbc is not None and pbc is not False):
             raise ValueError("Pass either an ase.Atoms or 'positions' with 'cell'/'pbc', not both.")
         positions, cell, pbc = _from_atoms(positions)
     pos = check_points("positions", positions, allow_empty=True)
-    cutoff = check_positive("cutoff", cutoff)
+    cutoff = check_positive("r_cut", r_cut)
     pbc_arr = parse_pbc(pbc)
     if pbc_arr.any():
         if cell is None:

@@ -7,6 +7,7 @@ for :func:`random_reflection`, improper ones (``det R = -1``). A point cloud ``x
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,43 @@ __all__ = [
     "random_reflection",
     "rotation_about_axis",
 ]
+
+
+def _torch_generator(seed: Any) -> Any:
+    """``seed`` when it is a ``torch.Generator`` (draws then come from torch), else ``None``."""
+    torch = sys.modules.get("torch")
+    return seed if torch is not None and isinstance(seed, torch.Generator) else None
+
+
+def _torch_draws(gen: Any, n: int | None, backend: str, dtype: Any, device: Any, kind: str) -> Any:
+    """Rotations drawn from the torch generator ``gen`` (on its device), as torch tensors.
+
+    Haar: a normalised 4-D Gaussian ``(w, x, y, z)`` is a uniform unit quaternion; z: an angle
+    ``2 pi U(0, 1)``. Batched: one ``randn(n, 4)`` / ``rand(n)`` call for all ``n`` matrices, so
+    the stream depends only on the generator state and ``n`` (and ``dtype``).
+    """
+    import torch
+
+    if backend != "torch":
+        raise ValueError("A torch.Generator as 'seed' draws torch tensors; pass backend='torch'.")
+    count = _count(n)
+    dtype = dtype or torch.float64
+    if kind == "z":
+        a = torch.rand(count, generator=gen, dtype=dtype, device=gen.device) * (2 * np.pi)
+        c, s = torch.cos(a), torch.sin(a)
+        zero, one = torch.zeros_like(a), torch.ones_like(a)
+        mats = torch.stack([c, -s, zero, s, c, zero, zero, zero, one], -1).view(count, 3, 3)
+    else:
+        q = torch.randn(count, 4, generator=gen, dtype=dtype, device=gen.device)
+        w, x, y, z = (q / q.norm(dim=1, keepdim=True)).unbind(1)
+        mats = torch.stack([
+            1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
+            2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
+            2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y),
+        ], -1).view(count, 3, 3)
+    if device is not None:
+        mats = mats.to(device)
+    return mats if n is not None else mats[0]
 
 
 def _rng(seed: Any) -> np.random.Generator:
@@ -56,14 +94,21 @@ def random_rotation(
 
     Args:
         n: number of matrices; ``None`` returns a single ``(3, 3)`` matrix.
-        seed: ``None``, an ``int`` or a ``numpy.random.Generator`` (reproducible draws).
+        seed: ``None``, an ``int`` or a ``numpy.random.Generator`` (reproducible draws), or a
+            ``torch.Generator`` (e.g. ``torch.default_generator``, the global torch RNG) to draw
+            with torch on the generator's device (needs ``backend="torch"``; used inside
+            training loops whose RNG state the Trainer checkpoints).
         backend: ``"numpy"`` (default) or ``"torch"``.
-        dtype: output dtype (default float64 in either backend).
+        dtype: output dtype (default float64 in either backend); with a torch generator the
+            draws are made in this dtype.
         device: torch device when ``backend="torch"``.
 
     Returns:
         Array of shape ``(3, 3)`` or ``(n, 3, 3)``.
     """
+    gen = _torch_generator(seed)
+    if gen is not None:
+        return _torch_draws(gen, n, backend, dtype, device, "so3")
     count = _count(n)
     rng = _rng(seed)
     # Normalised 4D Gaussian -> uniform unit quaternion -> Haar measure on SO(3).
@@ -79,7 +124,10 @@ def random_z_rotation(
     dtype: Any = None,
     device: Any = None,
 ) -> Any:
-    """Rotations about the z axis by angles uniform in [0, 2 pi). Shapes as :func:`random_rotation`."""
+    """Rotations about the z axis by angles uniform in [0, 2 pi). Arguments as :func:`random_rotation`."""
+    gen = _torch_generator(seed)
+    if gen is not None:
+        return _torch_draws(gen, n, backend, dtype, device, "z")
     count = _count(n)
     angles = _rng(seed).uniform(0.0, 2.0 * np.pi, size=count)
     c, s = np.cos(angles), np.sin(angles)

@@ -189,7 +189,7 @@ class PETBlock(nn.Module):
         vectors: torch.Tensor,
         lengths: torch.Tensor,
         messages: torch.Tensor,
-        central_species: torch.Tensor,
+        central_index: torch.Tensor,
         fc: torch.Tensor,
         edge_center: torch.Tensor,
         edge_slot: torch.Tensor,
@@ -198,16 +198,17 @@ class PETBlock(nn.Module):
         """Run one block.
 
         Shapes:
-            vectors ``(E, 3)``, lengths/fc ``(E,)``, messages ``(E, d)``, central_species ``(N,)``,
-            edge_center/edge_slot ``(E,)`` -> per-atom output ``(N, d_out)``, edge tokens ``(E, d)``.
+            vectors ``(E, 3)``, lengths/fc ``(E,)``, messages ``(E, d)``, central_index ``(N,)``
+            (rows of the species tables), edge_center/edge_slot ``(E,)`` -> per-atom output
+            ``(N, d_out)``, edge tokens ``(E, d)``.
         """
-        n_atoms = central_species.shape[0]
+        n_atoms = central_index.shape[0]
         geo_in = lengths[:, None] if self.use_only_length else torch.cat([vectors, lengths[:, None]], dim=1)
         tokens = self.compress(torch.cat([self.geometry(geo_in), messages], dim=1))
         d = tokens.shape[1]
         # Sequence per atom: [central token, edge tokens..., zero padding]; padding has weight 0.
         edges = tokens.new_zeros(n_atoms, max_neighbors, d).index_put((edge_center, edge_slot), tokens)
-        seq = torch.cat([self.central(central_species)[:, None], edges], dim=1)
+        seq = torch.cat([self.central(central_index)[:, None], edges], dim=1)
         edge_w = fc.new_zeros(n_atoms, max_neighbors).index_put((edge_center, edge_slot), fc)
         weights = torch.cat([fc.new_ones(n_atoms, 1), edge_w], dim=1)
         out = self.transformer(seq, weights)

@@ -16,12 +16,14 @@ them; for other rotations invariance is approximate.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from pointsym.core import check_choice, check_int, check_positive
+from pointsym.core import CheckpointMixin, check_choice, check_int, check_positive
 from pointsym.nn import CoRadialLayer, ConcentricGridMapping, GlobalPool, IcoPool, IntraSphereLayer
 
 __all__ = ["CSNNClassifier"]
@@ -39,7 +41,7 @@ def _int_list(name: str, value: Sequence[int] | None, length: int, default: list
     return out
 
 
-class CSNNClassifier(nn.Module):
+class CSNNClassifier(CheckpointMixin, nn.Module):
     """CSNN point-cloud classifier: grid mapping, equivariant blocks, invariant readout, MLP head.
 
     The defaults with ``level=4, n_shells=20, n_channels=8, n_classes=40`` give the reference
@@ -111,6 +113,14 @@ class CSNNClassifier(nn.Module):
         if dropout >= 1:
             raise ValueError(f"Expected 'dropout' in [0, 1) (got {dropout}).")
         hidden = [check_int(f"hidden[{i}]", h, minimum=1) for i, h in enumerate(hidden)]
+        self._hypers = {
+            "level": self.level, "n_shells": self.n_shells, "n_channels": self.n_channels, "n_classes": self.n_classes,
+            "mapping": mapping, "threshold": float(threshold), "center": bool(center), "base_width": base_width,
+            "gconv_dims": list(self.gconv_dims), "radial_dims": list(self.radial_dims),
+            "gconv_layers": list(self.gconv_layers), "radial_layers": list(self.radial_layers),
+            "radial_kernel": int(radial_kernel), "pool": pool, "readout": self.readout, "hidden": list(hidden),
+            "dropout": float(dropout),
+        }
 
         self.mapping = ConcentricGridMapping(self.level, self.n_shells, self.n_channels, mapping=mapping,
                                              threshold=threshold, center=center)
@@ -137,6 +147,11 @@ class CSNNClassifier(nn.Module):
             width = h
         head += [nn.Dropout(dropout), nn.Linear(width, self.n_classes)]
         self.head = nn.Sequential(*head)
+
+    @property
+    def hypers(self) -> dict[str, Any]:
+        """Constructor arguments (per-block widths made explicit); ``CSNNClassifier(**m.hypers)`` rebuilds it."""
+        return json.loads(json.dumps(self._hypers))
 
     def reset_parameters(self) -> None:
         for m in self.modules():

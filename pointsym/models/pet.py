@@ -17,14 +17,14 @@ each block adds ``H_a(c_i) + sum_j f_c(r_ij) H_b(o_ij)`` to the atomic energy.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from pointsym.core import check_int
+from pointsym.core import CheckpointMixin, check_int, renamed_kwargs, warn_deprecated
+from pointsym.core.species import parse_species as _parse_species
 from pointsym.models._pet_layers import PETBlock, check_pet_hypers, cosine_cutoff, neighbor_layout
 from pointsym.structures import (
     MIN_DISTANCE,
@@ -36,30 +36,18 @@ from pointsym.structures import (
     predict_structures,
 )
 
-__all__ = ["PET", "parse_species"]
+__all__ = ["PET"]
 
 
-def parse_species(species: Any) -> list[int]:
-    """Sorted unique atomic numbers from numbers and/or chemical symbols."""
-    from ase.data import atomic_numbers
-
-    if isinstance(species, (str, int, np.integer)):
-        species = [species]
-    out = set()
-    for s in species:
-        if isinstance(s, str):
-            if s not in atomic_numbers:
-                raise ValueError(f"Unknown chemical symbol {s!r} in 'species'.")
-            out.add(int(atomic_numbers[s]))
-        else:
-            z = check_int("species", s, minimum=1, maximum=118)
-            out.add(z)
-    if not out:
-        raise ValueError("'species' is empty; list the atomic numbers the model must handle, e.g. [1, 6].")
-    return sorted(out)
+def __getattr__(name: str) -> Any:
+    if name == "parse_species":  # deprecated alias, one release
+        warn_deprecated("pointsym.models.pet.parse_species is deprecated, use pointsym.core.parse_species",
+                        stacklevel=2)
+        return _parse_species
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class PET(nn.Module):
+class PET(CheckpointMixin, nn.Module):
     """Point Edge Transformer predicting energies (eV) of molecules and periodic crystals.
 
     Args:
@@ -80,7 +68,7 @@ class PET(nn.Module):
         min_distance: atoms closer than this (Å) are rejected as overlapping (default: 0.1).
 
     Shapes (see :mod:`pointsym.structures` for the structure-model convention):
-        ``forward(positions (N, 3), species (N,), cell (S, 3, 3) | (3, 3) | None,
+        ``forward(positions (N, 3), numbers (N,), cell (S, 3, 3) | (3, 3) | None,
         pbc (S, 3) | bool | None, batch (N,) | None) -> energies (S,)``.
 
     Example:
@@ -115,7 +103,7 @@ class PET(nn.Module):
     ) -> None:
         super().__init__()
         check_pet_hypers(d_model, n_gnn_layers, n_heads, cutoff_delta, r_cut, residual_factor, transformer_type)
-        self.species = parse_species(species)
+        self.species = _parse_species(species)
         self.r_cut = float(r_cut)
         self.d_model = int(d_model)
         self.n_gnn_layers = int(n_gnn_layers)
@@ -191,33 +179,39 @@ class PET(nn.Module):
         self.energy_scale.fill_(scale)
         return self
 
-    def _species_to_index(self, species: torch.Tensor) -> torch.Tensor:
-        lookup = self.species_index.to(species.device)
-        known = (species >= 0) & (species < lookup.shape[0])
-        idx = torch.where(known, lookup[species.clamp(0, lookup.shape[0] - 1)], torch.full_like(species, -1))
+    def _species_to_index(self, numbers: torch.Tensor) -> torch.Tensor:
+        """Row of every atom in the species tables; atomic numbers outside ``species`` raise."""
+        lookup = self.species_index.to(numbers.device)
+        known = (numbers >= 0) & (numbers < lookup.shape[0])
+        idx = torch.where(known, lookup[numbers.clamp(0, lookup.shape[0] - 1)], torch.full_like(numbers, -1))
         if bool((idx < 0).any()):
-            bad = sorted(set(species[idx < 0].tolist()))
-            raise ValueError(f"Species {bad} are not in this model's species {self.species}; train a model "
+            bad = sorted(set(numbers[idx < 0].tolist()))
+            raise ValueError(f"Atomic numbers {bad} are not in this model's species {self.species}; train a model "
                              "that includes them or remove those atoms.")
         return idx
 
     # ------------------------------------------------------------------ forward
+    @renamed_kwargs(species="numbers")
     def atomic_energies(
         self,
         positions: torch.Tensor,
-        species: torch.Tensor,
+        numbers: torch.Tensor,
         cell: torch.Tensor | None = None,
         pbc: Any = None,
         batch: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-atom energies ``(N,)`` in eV (self energy included); inputs as :meth:`forward`."""
-        positions, species, cell, pbc, batch = check_structure_inputs(positions, species, cell, pbc, batch)
+        return self._atomic_energies(*check_structure_inputs(positions, numbers, cell, pbc, batch))
+
+    def _atomic_energies(self, positions: torch.Tensor, numbers: torch.Tensor, cell: torch.Tensor,
+                         pbc: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """:meth:`atomic_energies` of canonical, already validated inputs (no structure checks)."""
         param = self.neighbor_embedding.weight
         if positions.dtype != param.dtype:
             raise TypeError(f"'positions' dtype {positions.dtype} differs from the model dtype {param.dtype}; "
                             f"cast the inputs or call model.to({positions.dtype}).")
-        idx = self._species_to_index(species)
-        i, j, shifts, vectors = batched_neighbor_list(positions, cell, pbc, batch, self.r_cut,
+        idx = self._species_to_index(numbers)
+        i, j, shifts, vectors = batched_neighbor_list(positions, cell, pbc, batch, r_cut=self.r_cut,
                                                       min_distance=self.min_distance)
         slot, reverse, max_nb = neighbor_layout(i.cpu().numpy(), j.cpu().numpy(), shifts.cpu().numpy(),
                                                 positions.shape[0])
@@ -238,28 +232,33 @@ class PET(nn.Module):
                 messages = self.residual_factor * (messages + incoming)
         return out[:, 0] * self.energy_scale + self.self_energies[idx]
 
+    @renamed_kwargs(species="numbers")
     def forward(
         self,
         positions: torch.Tensor,
-        species: torch.Tensor,
+        numbers: torch.Tensor,
         cell: torch.Tensor | None = None,
         pbc: Any = None,
         batch: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Total energy of every structure, ``(S,)`` eV.
 
+        The inputs are validated once here (skipped inside
+        :func:`pointsym.structures.trusted_inputs`, e.g. when called by ECSE).
+
         Args:
             positions: ``(N, 3)`` Å, float32 or float64 (the model's dtype).
-            species: ``(N,)`` atomic numbers.
+            numbers: ``(N,)`` per-atom atomic numbers, all in the model's ``species``.
             cell: ``(S, 3, 3)`` or ``(3, 3)`` lattice vectors as rows (Å), or ``None``.
             pbc: ``(S, 3)``, ``(3,)`` or a bool; ``None`` = not periodic.
             batch: ``(N,)`` structure index of each atom; ``None`` = a single structure.
 
         Raises:
-            ValueError: unknown species, overlapping atoms, NaN, empty structures, bad shapes.
+            ValueError: atomic numbers outside ``species``, overlapping atoms, NaN, empty structures,
+                bad shapes.
         """
-        positions, species, cell, pbc, batch = check_structure_inputs(positions, species, cell, pbc, batch)
-        atom = self.atomic_energies(positions, species, cell, pbc, batch)
+        positions, numbers, cell, pbc, batch = check_structure_inputs(positions, numbers, cell, pbc, batch)
+        atom = self._atomic_energies(positions, numbers, cell, pbc, batch)
         return atom.new_zeros(cell.shape[0]).index_add(0, batch, atom)
 
     def predict(
@@ -278,17 +277,8 @@ class PET(nn.Module):
         """
         return predict_structures(self, frames, forces=forces, stress=stress, batch_size=batch_size)
 
-    @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike[str], map_location: Any = "cpu") -> PET:
-        """Rebuild a PET saved by ``pointsym pet-train`` (Trainer checkpoint with hypers in
-        ``config.extra["model"]``)."""
-        from pointsym.training import load_checkpoint
-
-        ckpt = load_checkpoint(path, map_location=map_location)
-        spec = ckpt.get("config", {}).get("extra", {}).get("model")
-        if not spec or spec.get("class") != "PET":
-            raise ValueError(f"{str(path)!r} does not hold a PET (config.extra['model'] = {spec!r}).")
-        model = cls(**spec["hypers"])
-        model.load_state_dict(ckpt["model"])
-        return model
+    # ------------------------------------------------------------------ checkpoints
+    # save(path, meta=None) and from_checkpoint(path, map_location="cpu") come from
+    # pointsym.core.CheckpointMixin; from_checkpoint also reads ``pointsym pet-train``
+    # Trainer checkpoints (hypers in ``config.extra["model"]``), in the dtype they were trained in.
 

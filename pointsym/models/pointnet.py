@@ -8,12 +8,14 @@ augmentation), which is what the CSNN comparison is about.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from pointsym.core import check_int, check_positive
+from pointsym.core import CheckpointMixin, check_int, check_positive
 
 __all__ = ["PointNet", "TNet"]
 
@@ -80,7 +82,7 @@ class TNet(nn.Module):
         return self.out(g).view(-1, self.k, self.k) + eye
 
 
-class PointNet(nn.Module):
+class PointNet(CheckpointMixin, nn.Module):
     """PointNet classifier: ``forward(points (B, N, 3)) -> logits (B, n_classes)``.
 
     Defaults give the original classification network (about 3.5M parameters with both
@@ -127,6 +129,12 @@ class PointNet(nn.Module):
         if dropout >= 1:
             raise ValueError(f"Expected 'dropout' in [0, 1) (got {dropout}).")
         self.center = bool(center)
+        self._hypers = {
+            "n_classes": self.n_classes, "widths": list(widths), "head": list(head), "dropout": float(dropout),
+            "input_transform": bool(input_transform), "feature_transform": bool(feature_transform),
+            "tnet_widths": list(tnet_widths), "tnet_head": list(tnet_head),
+            "center": self.center,
+        }
         self.input_tnet = TNet(3, tnet_widths, tnet_head) if input_transform else None
         self.mlp1 = _PointMLP([3, *widths[:2]])
         self.feature_tnet = TNet(widths[1], tnet_widths, tnet_head) if feature_transform else None
@@ -150,6 +158,11 @@ class PointNet(nn.Module):
 
         return cls(n_classes, widths=s((64, 64, 64, 128, 1024)), head=s((512, 256)),
                    tnet_widths=s((64, 128, 1024)), tnet_head=s((512, 256)), **kwargs)
+
+    @property
+    def hypers(self) -> dict[str, Any]:
+        """Constructor arguments; ``PointNet(**m.hypers)`` rebuilds the architecture."""
+        return json.loads(json.dumps(self._hypers))
 
     def reset_parameters(self) -> None:
         for m in self.modules():

@@ -13,6 +13,11 @@ A *structure model* is called as ``model(positions, numbers, cell, pbc, batch)``
 Structure-level outputs have a leading axis of size ``S``, per-atom outputs of size ``N``.
 This package holds the structure batch, the input checks (run once at the public boundary),
 the batched neighbour list and energies/forces/stress by autograd.
+
+Validate once: :func:`check_structure_inputs` is the one check of a public entry point. Code
+that validated its inputs and then calls a structure model (ECSE per chunk of frames,
+:func:`autograd_energy_forces`) wraps that call in :func:`trusted_inputs`, inside which
+:func:`check_structure_inputs` only canonicalises (no checks, no device-to-host syncs).
 """
 
 from pointsym.structures.batch import (
@@ -24,9 +29,11 @@ from pointsym.structures.batch import (
     check_structure_inputs,
     composition_baseline,
     energy_and_forces,
+    inputs_trusted,
     predict_structures,
     strain_to_stress,
     strained_inputs,
+    trusted_inputs,
 )
 
 __all__ = [
@@ -38,7 +45,9 @@ __all__ = [
     "check_structure_inputs",
     "composition_baseline",
     "energy_and_forces",
+    "inputs_trusted",
     "predict_structures",
     "strain_to_stress",
     "strained_inputs",
+    "trusted_inputs",
 ]

@@ -3,28 +3,43 @@
 The *structure-model convention* used by :class:`~pointsym.models.PET`,
 :class:`~pointsym.symmetrize.ECSE` and the toy :class:`~pointsym.symmetrize.NeighborMLP`:
 
-``model(positions, species, cell, pbc, batch)`` with
+``model(positions, numbers, cell, pbc, batch)`` with
 
 =============  =================  ======================================================
 ``positions``  ``(N, 3)`` float   Cartesian positions of all atoms of all structures, Å
-``species``    ``(N,)`` int64     atomic numbers
+``numbers``    ``(N,)`` int64     per-atom atomic numbers
 ``cell``       ``(S, 3, 3)``      lattice vectors as rows, Å (zeros when not periodic)
 ``pbc``        ``(S, 3)`` bool    periodicity of each structure along each cell vector
 ``batch``      ``(N,)`` int64     structure index of each atom, in ``[0, S)``
 =============  =================  ======================================================
 
 Structure-level outputs have a leading axis of size ``S``, per-atom outputs of size ``N``.
+
+Validate once
+-------------
+Inputs are validated once, at the public boundary (:func:`check_structure_inputs`: shapes,
+dtypes, NaN/inf, empty structures, ``batch`` range -- several device-to-host syncs). Code that
+has already validated its inputs and calls another structure model (ECSE calling the wrapped
+model once per chunk of frames, :func:`autograd_energy_forces` calling the model) does so
+inside :func:`trusted_inputs`: there, :func:`check_structure_inputs` only canonicalises
+(``None`` defaults, ``(3, 3)`` cells, bool/``(3,)`` pbc, int64 numbers) without checks or
+syncs. A structure model therefore needs nothing beyond calling
+:func:`check_structure_inputs` first thing in its ``forward``; models that do their own checks
+can consult :func:`inputs_trusted`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from pointsym.core import renamed_kwargs, warn_deprecated
 from pointsym.geometry import neighbor_list
 
 __all__ = [
@@ -33,6 +48,8 @@ __all__ = [
     "batch_structures",
     "batched_neighbor_list",
     "check_structure_inputs",
+    "inputs_trusted",
+    "trusted_inputs",
     "autograd_energy_forces",
     "energy_and_forces",
     "predict_structures",
@@ -51,7 +68,7 @@ class StructureBatch:
 
     Attributes:
         positions: ``(N, 3)`` Å.
-        species: ``(N,)`` int64 atomic numbers.
+        numbers: ``(N,)`` int64 per-atom atomic numbers (``species`` is a deprecated alias).
         cell: ``(S, 3, 3)`` Å, rows are lattice vectors.
         pbc: ``(S, 3)`` bool.
         batch: ``(N,)`` int64 structure index.
@@ -60,12 +77,19 @@ class StructureBatch:
     """
 
     positions: torch.Tensor
-    species: torch.Tensor
+    numbers: torch.Tensor
     cell: torch.Tensor
     pbc: torch.Tensor
     batch: torch.Tensor
     energy: torch.Tensor | None = None
     forces: torch.Tensor | None = None
+
+    @property
+    def species(self) -> torch.Tensor:
+        """Deprecated alias of :attr:`numbers` (per-atom atomic numbers)."""
+        warn_deprecated("StructureBatch.species is deprecated, use StructureBatch.numbers (per-atom atomic numbers)",
+                        stacklevel=2)
+        return self.numbers
 
     @property
     def n_structures(self) -> int:
@@ -83,7 +107,7 @@ class StructureBatch:
 
     def inputs(self) -> dict[str, torch.Tensor]:
         """Keyword arguments of a structure model."""
-        return {"positions": self.positions, "species": self.species, "cell": self.cell, "pbc": self.pbc,
+        return {"positions": self.positions, "numbers": self.numbers, "cell": self.cell, "pbc": self.pbc,
                 "batch": self.batch}
 
     def to(self, device: Any = None, dtype: torch.dtype | None = None) -> StructureBatch:
@@ -97,7 +121,11 @@ class StructureBatch:
             return t.to(device=device)
 
         return StructureBatch(*(move(getattr(self, f)) for f in
-                                ("positions", "species", "cell", "pbc", "batch", "energy", "forces")))
+                                ("positions", "numbers", "cell", "pbc", "batch", "energy", "forces")))
+
+
+# One release of StructureBatch(species=...) (the per-atom field is now ``numbers``).
+StructureBatch.__init__ = renamed_kwargs(species="numbers")(StructureBatch.__init__)  # type: ignore[method-assign]
 
 
 def _is_atoms(x: Any) -> bool:
@@ -158,7 +186,7 @@ def batch_structures(
 
     return StructureBatch(
         positions=f(np.concatenate(pos)),
-        species=torch.as_tensor(np.concatenate(num), device=device),
+        numbers=torch.as_tensor(np.concatenate(num), device=device),
         cell=f(np.stack(cells)),
         pbc=torch.as_tensor(np.stack(pbcs), device=device),
         batch=torch.as_tensor(np.concatenate(batch), device=device),
@@ -167,28 +195,111 @@ def batch_structures(
     )
 
 
+_TRUSTED: contextvars.ContextVar[bool] = contextvars.ContextVar("pointsym_trusted_structure_inputs", default=False)
+
+
+@contextlib.contextmanager
+def trusted_inputs() -> Iterator[None]:
+    """Within this block :func:`check_structure_inputs` trusts its inputs (validated upstream).
+
+    For code that has validated ``positions, numbers, cell, pbc, batch`` once and then calls
+    structure models on transformed copies of them (rotated positions and cells, subsets of
+    structures): the checks -- and their device-to-host syncs -- are skipped, only the cheap
+    canonicalisation of :func:`check_structure_inputs` remains. Nesting is allowed; the flag is
+    a :mod:`contextvars` variable, so other threads are unaffected.
+
+    Example:
+        >>> import torch
+        >>> from pointsym.structures import check_structure_inputs, inputs_trusted, trusted_inputs
+        >>> with trusted_inputs():
+        ...     pos, z, cell, pbc, batch = check_structure_inputs(torch.zeros(2, 3), torch.ones(2, dtype=torch.long))
+        ...     inputs_trusted()
+        True
+        >>> tuple(cell.shape), inputs_trusted()
+        ((1, 3, 3), False)
+    """
+    token = _TRUSTED.set(True)
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
+def inputs_trusted() -> bool:
+    """Whether the caller runs inside :func:`trusted_inputs` (inputs already validated)."""
+    return _TRUSTED.get()
+
+
+def _canonical_structure_inputs(
+    positions: torch.Tensor, numbers: Any, cell: Any, pbc: Any, batch: Any,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The canonical form of already validated inputs: shape/dtype fixes only, no checks, no syncs
+    (except ``cell=None`` with an explicit ``batch``, which needs the number of structures)."""
+    dev = positions.device
+    numbers = torch.as_tensor(numbers, device=dev)
+    numbers = numbers if numbers.dtype == torch.long else numbers.long()
+    if batch is None:
+        batch = torch.zeros(positions.shape[0], dtype=torch.long, device=dev)
+        n_struct = 1
+    else:
+        batch = torch.as_tensor(batch, device=dev)
+        batch = batch if batch.dtype == torch.long else batch.long()
+        n_struct = None
+    if cell is None:
+        n_struct = n_struct or int(batch.max()) + 1
+        cell = torch.zeros(n_struct, 3, 3, dtype=positions.dtype, device=dev)
+    else:
+        cell = torch.as_tensor(cell, dtype=positions.dtype, device=dev)
+        if cell.ndim == 2:
+            cell = cell.unsqueeze(0)
+    n_struct = cell.shape[0]
+    if pbc is None:
+        pbc = torch.zeros(n_struct, 3, dtype=torch.bool, device=dev)
+    else:
+        pbc = torch.as_tensor(pbc, device=dev).bool()
+        if pbc.ndim == 0:
+            pbc = pbc.expand(n_struct, 3)
+        elif pbc.ndim == 1:
+            pbc = pbc.unsqueeze(0).expand(n_struct, 3)
+    return positions, numbers, cell, pbc, batch
+
+
+@renamed_kwargs(species="numbers")
 def check_structure_inputs(
     positions: Any,
-    species: Any,
+    numbers: Any,
     cell: Any = None,
     pbc: Any = None,
     batch: Any = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Validate and canonicalise structure-model inputs.
+    """Validate and canonicalise structure-model inputs (the public boundary's one check).
 
     Accepts ``cell`` as ``None`` (not periodic), ``(3, 3)`` or ``(S, 3, 3)``; ``pbc`` as
-    ``None``, a bool, ``(3,)`` or ``(S, 3)``; ``batch=None`` means one structure.
+    ``None``, a bool, ``(3,)`` or ``(S, 3)``; ``batch=None`` means one structure. Inside
+    :func:`trusted_inputs` only the canonicalisation is done (no checks, no device syncs).
 
     Returns:
-        ``(positions (N, 3), species (N,) int64, cell (S, 3, 3), pbc (S, 3) bool, batch (N,) int64)``.
+        ``(positions (N, 3), numbers (N,) int64, cell (S, 3, 3), pbc (S, 3) bool, batch (N,) int64)``.
 
     Raises:
-        TypeError: non-tensor positions, non-integer species or batch.
+        TypeError: non-tensor positions, non-integer numbers or batch.
         ValueError: wrong shapes, an empty structure, NaN/inf values, out-of-range batch.
     """
+    if _TRUSTED.get() and isinstance(positions, torch.Tensor):
+        return _canonical_structure_inputs(positions, numbers, cell, pbc, batch)
+    return _validate_structure_inputs(positions, numbers, cell, pbc, batch)
+
+
+def _validate_structure_inputs(
+    positions: Any, numbers: Any, cell: Any, pbc: Any, batch: Any,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The full checks of :func:`check_structure_inputs`."""
     if not isinstance(positions, torch.Tensor) or not positions.is_floating_point():
         raise TypeError("Expected 'positions' to be a floating-point torch.Tensor of shape (n_atoms, 3) "
                         f"(got {type(positions).__name__}{'' if not isinstance(positions, torch.Tensor) else ' ' + str(positions.dtype)}).")
+    if positions.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"Expected 'positions' in float32 or float64 (got {positions.dtype}); half precision is "
+                        "too coarse for atomic coordinates: cast with positions.float() or .double().")
     if positions.ndim != 2 or positions.shape[1] != 3:
         raise ValueError(f"Expected 'positions' of shape (n_atoms, 3) (got {tuple(positions.shape)}).")
     n = positions.shape[0]
@@ -197,12 +308,13 @@ def check_structure_inputs(
     if not bool(torch.isfinite(positions).all()):
         bad = int(torch.nonzero(~torch.isfinite(positions).all(1))[0, 0])
         raise ValueError(f"'positions' contains NaN or infinite values (first at atom {bad}); fix the structure.")
-    species = torch.as_tensor(species, device=positions.device)
-    if species.is_floating_point() or species.dtype == torch.bool:
-        raise TypeError(f"Expected 'species' to hold integer atomic numbers (got dtype {species.dtype}).")
-    if species.shape != (n,):
-        raise ValueError(f"Expected 'species' of shape ({n},) to match 'positions' (got {tuple(species.shape)}).")
-    species = species.long()
+    numbers = torch.as_tensor(numbers, device=positions.device)
+    if numbers.is_floating_point() or numbers.dtype == torch.bool:
+        raise TypeError(f"Expected 'numbers' to hold integer atomic numbers (got dtype {numbers.dtype}).")
+    if numbers.shape != (n,):
+        raise ValueError(f"Expected 'numbers' (per-atom atomic numbers) of shape ({n},) to match 'positions' "
+                         f"(got {tuple(numbers.shape)}).")
+    numbers = numbers.long()
     if batch is None:
         batch = torch.zeros(n, dtype=torch.long, device=positions.device)
     else:
@@ -241,19 +353,24 @@ def check_structure_inputs(
             pbc = pbc.unsqueeze(0).expand(n_struct, 3)
         if pbc.shape != (n_struct, 3):
             raise ValueError(f"Expected 'pbc' as a bool, (3,) or ({n_struct}, 3) (got {tuple(pbc.shape)}).")
-    return positions, species, cell, pbc, batch
+    return positions, numbers, cell, pbc, batch
 
 
+@renamed_kwargs(cutoff="r_cut")
 def batched_neighbor_list(
     positions: torch.Tensor,
     cell: torch.Tensor,
     pbc: torch.Tensor,
     batch: torch.Tensor,
-    cutoff: float,
-    *,
+    *args: Any,
+    r_cut: float | None = None,
     min_distance: float | None = MIN_DISTANCE,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Full neighbour list of every structure of a batch, with differentiable vectors.
+
+    Call as ``batched_neighbor_list(positions, cell, pbc, batch, *, r_cut, min_distance=0.1)``;
+    the old forms with the cutoff as fifth positional argument or ``cutoff=`` still work for one
+    release, with a ``DeprecationWarning``.
 
     The pair search runs in float64 numpy (vesin) on detached positions; the returned
     vectors ``positions[j] - positions[i] + shifts @ cell`` are recomputed in torch so that
@@ -261,7 +378,7 @@ def batched_neighbor_list(
 
     Args:
         positions, cell, pbc, batch: canonical inputs (see :func:`check_structure_inputs`).
-        cutoff: pair cutoff, Å.
+        r_cut: pair cutoff, Å (keyword only).
         min_distance: raise ``ValueError`` for pairs closer than this (overlapping atoms);
             ``None`` disables the check.
 
@@ -270,6 +387,15 @@ def batched_neighbor_list(
         indices), ``(E, 3)`` int64 cell shifts, ``(E, 3)`` vectors (dtype of ``positions``),
         sorted by centre.
     """
+    if args:
+        if len(args) != 1 or r_cut is not None:
+            raise TypeError("batched_neighbor_list() takes positions, cell, pbc, batch positionally and r_cut= as a "
+                            f"keyword (got {4 + len(args)} positional arguments).")
+        warn_deprecated("batched_neighbor_list(positions, cell, pbc, batch, cutoff): a positional cutoff is "
+                        "deprecated, use batched_neighbor_list(positions, cell, pbc, batch, r_cut=...)", stacklevel=3)
+        r_cut = args[0]
+    if r_cut is None:
+        raise TypeError("batched_neighbor_list() missing the keyword argument 'r_cut' (pair cutoff in Å).")
     pos_np = positions.detach().cpu().double().numpy()
     cell_np = cell.detach().cpu().double().numpy()
     pbc_np = pbc.detach().cpu().numpy()
@@ -280,8 +406,8 @@ def batched_neighbor_list(
     for s in range(cell_np.shape[0]):
         idx = order[bounds[s]:bounds[s + 1]]
         periodic = bool(pbc_np[s].any())
-        nl = neighbor_list(pos_np[idx], cutoff, cell=cell_np[s] if periodic else None,
-                           pbc=pbc_np[s].tolist() if periodic else False)
+        nl = neighbor_list(pos_np[idx], cell=cell_np[s] if periodic else None,
+                           pbc=pbc_np[s].tolist() if periodic else False, r_cut=r_cut)
         if min_distance is not None and len(nl) and nl.distances.min() < min_distance:
             k = int(np.argmin(nl.distances))
             raise ValueError(
@@ -305,10 +431,11 @@ def batched_neighbor_list(
     return i_t, j_t, s_t, vectors
 
 
+@renamed_kwargs(species="numbers")
 def energy_and_forces(
     model: Callable[..., Any],
     positions: torch.Tensor,
-    species: torch.Tensor,
+    numbers: torch.Tensor,
     cell: torch.Tensor | None = None,
     pbc: torch.Tensor | None = None,
     batch: torch.Tensor | None = None,
@@ -329,7 +456,7 @@ def energy_and_forces(
     Args:
         model: structure model; returns ``(S,)`` energies, or a dict holding them under
             ``energy_key``.
-        positions, species, cell, pbc, batch: see the module docstring.
+        positions, numbers, cell, pbc, batch: see the module docstring.
         forces: compute forces (default: True).
         stress: compute the stress tensor (default: False).
         create_graph: keep the graph of the derivatives (needed to train on forces).
@@ -341,16 +468,17 @@ def energy_and_forces(
     """
     method = getattr(model, "energy_and_forces", None)
     if callable(method):
-        return method(positions, species, cell, pbc, batch, forces=forces, stress=stress,
+        return method(positions, numbers, cell, pbc, batch, forces=forces, stress=stress,
                       create_graph=create_graph, energy_key=energy_key)
-    return autograd_energy_forces(model, positions, species, cell, pbc, batch, forces=forces, stress=stress,
+    return autograd_energy_forces(model, positions, numbers, cell, pbc, batch, forces=forces, stress=stress,
                                   create_graph=create_graph, energy_key=energy_key)
 
 
+@renamed_kwargs(species="numbers")
 def autograd_energy_forces(
     model: Callable[..., Any],
     positions: torch.Tensor,
-    species: torch.Tensor,
+    numbers: torch.Tensor,
     cell: torch.Tensor | None = None,
     pbc: torch.Tensor | None = None,
     batch: torch.Tensor | None = None,
@@ -360,13 +488,17 @@ def autograd_energy_forces(
     create_graph: bool = False,
     energy_key: str = "energy",
 ) -> dict[str, torch.Tensor]:
-    """:func:`energy_and_forces` by plain autograd through ``model`` (never delegates)."""
-    positions, species, cell, pbc, batch = check_structure_inputs(positions, species, cell, pbc, batch)
+    """:func:`energy_and_forces` by plain autograd through ``model`` (never delegates).
+
+    The inputs are validated here, once; ``model`` is called inside :func:`trusted_inputs`.
+    """
+    positions, numbers, cell, pbc, batch = check_structure_inputs(positions, numbers, cell, pbc, batch)
     need_grad = forces or stress
     leaf = positions.detach().clone().requires_grad_(True) if need_grad else positions
     with torch.enable_grad() if need_grad else torch.no_grad():
         pos, cel, strain = strained_inputs(leaf, cell, batch, stress)
-        out = model(pos, species, cel, pbc, batch)
+        with trusted_inputs():
+            out = model(pos, numbers, cel, pbc, batch)
         energy = out[energy_key] if isinstance(out, dict) else out
         result = {"energy": energy}
         if not need_grad:
@@ -469,7 +601,7 @@ def composition_baseline(
     if batch.energy is None:
         raise ValueError("A composition baseline needs reference energies (batch_structures(..., labels=True)).")
     species = list(species)
-    z = batch.species.cpu().numpy()
+    z = batch.numbers.cpu().numpy()
     unknown = sorted(set(z.tolist()) - set(species))
     if unknown:
         raise ValueError(f"Species {unknown} are not in the model's species {species}.")

@@ -1,6 +1,6 @@
 """Exact, smooth rotational symmetrization of arbitrary models (ECSE).
 
-:class:`ECSE` wraps any model that maps an atomic structure (positions, species, cell,
+:class:`ECSE` wraps any model that maps an atomic structure (positions, numbers, cell,
 pbc) to scalars, vectors or rank-2 tensors -- per structure or per atom -- and returns
 outputs that are exactly O(3)-equivariant (SO(3) with ``reflections=False``) and smooth,
 by averaging the model over an ensemble of local coordinate frames built from pairs of

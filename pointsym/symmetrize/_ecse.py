@@ -6,14 +6,24 @@ clouds*, NeurIPS 2023 (arXiv:2305.19302); spec ``ecse_pet.md`` Part B.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from pointsym.core import check_choice, check_int, check_positive
+from pointsym.core import (
+    CheckpointError,
+    CheckpointMixin,
+    check_choice,
+    check_int,
+    check_positive,
+    renamed_kwargs,
+)
+from pointsym.core.checkpoints import build_spec, load_state_into, model_payload, model_spec
 from pointsym.symmetrize._fallback import principal_axis
 from pointsym.symmetrize._frames import ECSEConfig, FrameSet, compute_frames
 from pointsym.structures import (
@@ -23,6 +33,7 @@ from pointsym.structures import (
     predict_structures,
     strain_to_stress,
     strained_inputs,
+    trusted_inputs,
 )
 
 __all__ = ["ECSE", "OUTPUT_KINDS"]
@@ -87,7 +98,7 @@ class _Centered:
         return y - self.ref[index]
 
 
-class ECSE(nn.Module):
+class ECSE(CheckpointMixin, nn.Module):
     """Wrap a structure model so that its outputs become exactly O(3)-equivariant and smooth.
 
     ``ECSE(model)(A) = [sum_k w_k M_k * model(A M_k) + w_aux y_aux(A)] / [sum_k w_k + w_aux]``
@@ -101,9 +112,9 @@ class ECSE(nn.Module):
     SO(3)-equivariant (vectors are then polar vectors, not pseudo-vectors).
 
     The wrapped model follows the structure-model convention
-    ``model(positions (N, 3), species (N,), cell (S, 3, 3), pbc (S, 3), batch (N,))``
+    ``model(positions (N, 3), numbers (N,), cell (S, 3, 3), pbc (S, 3), batch (N,))``
     (see :mod:`pointsym.structures`); with ``batched=False`` it is instead
-    called once per structure as ``model(positions, species, cell (3, 3), pbc (3,))``. It
+    called once per structure as ``model(positions, numbers, cell (3, 3), pbc (3,))``. It
     must be translation-invariant and smooth for the result to be smooth; nothing else is
     required (it needs no symmetry at all).
 
@@ -133,7 +144,7 @@ class ECSE(nn.Module):
             prune_turn_on, prune_turn_on_delta, eps, min_distance: see :class:`ECSEConfig`.
 
     Shapes:
-        ``forward(positions (N, 3), species (N,), cell (S, 3, 3) | (3, 3) | None,
+        ``forward(positions (N, 3), numbers (N,), cell (S, 3, 3) | (3, 3) | None,
         pbc (S, 3) | bool | None, batch (N,) | None)`` -> the model's output structure
         (tensor or dict), structure outputs with a leading ``S`` axis.
 
@@ -229,32 +240,90 @@ class ECSE(nn.Module):
         return (f"r_out={self.config.r_out}, outputs={kinds}, reflections={self.reflections}, aux_model={aux}, "
                 f"group={'O(3)' if self.reflections else 'SO(3)'}")
 
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def hypers(self) -> dict[str, Any]:
+        """ECSE's own settings as a plain dict: ``ECSE(model, **sym.hypers)`` rebuilds it around ``model``.
+
+        The wrapped model is not a setting (pass it again); neither is a module ``aux_model``
+        (then absent here, pass ``aux_model=`` too). :meth:`save` stores both by class, hypers
+        and weights, so :meth:`from_checkpoint` needs nothing else for pointsym models.
+        """
+        cfg = asdict(self.config)
+        out: dict[str, Any] = {"r_cut": float(cfg.pop("r_cut")),
+                               "outputs": self.outputs[None] if None in self.outputs else dict(self.outputs)}
+        if self.aux_model is None or isinstance(self.aux_model, str):
+            out["aux_model"] = self.aux_model
+        out.update(reflections=self.reflections, batched=self.batched, chunk_atoms=self.chunk_atoms,
+                   max_frames=self.max_frames, **cfg)
+        return out
+
+    def _checkpoint_payload(self, meta: dict[str, Any] | None) -> dict[str, Any]:
+        if isinstance(self.model, ECSE):
+            raise TypeError("ECSE.save does not support an ECSE wrapped in an ECSE.")
+        wrapped = {"model": model_spec(self.model, "model"),
+                   "aux_model": None if self.aux_model is None or isinstance(self.aux_model, str)
+                   else model_spec(self.aux_model, "aux_model")}
+        return {**model_payload(self, meta), "wrapped": wrapped}
+
+    @classmethod
+    def _from_payload(cls, payload: dict[str, Any], path: str | os.PathLike[str]) -> ECSE:
+        wrapped = payload.get("wrapped")
+        if not isinstance(wrapped, dict) or "model" not in wrapped:
+            raise CheckpointError(f"{str(path)!r} is a damaged ECSE file (no 'wrapped' model entry).")
+        hypers = dict(payload["hypers"])
+        if wrapped.get("aux_model") is not None:
+            hypers["aux_model"] = build_spec(wrapped["aux_model"], path)
+        try:
+            sym = cls(build_spec(wrapped["model"], path), **hypers)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{str(path)!r}: cannot rebuild an ECSE from the stored hypers {hypers!r} "
+                                  f"({exc}).") from exc
+        return load_state_into(sym, payload["state_dict"], path, dtype=payload.get("dtype"))
+
     # ------------------------------------------------------------------ frames
+    @renamed_kwargs(species="numbers")
     def frames(
         self,
         positions: torch.Tensor,
-        species: torch.Tensor,
+        numbers: torch.Tensor,
         cell: torch.Tensor | None = None,
         pbc: Any = None,
         batch: torch.Tensor | None = None,
     ) -> FrameSet:
         """The frame ensemble (rotations, weights, ``w_aux``) of a batch; see :class:`FrameSet`."""
-        positions, species, cell, pbc, batch = check_structure_inputs(positions, species, cell, pbc, batch)
+        positions, numbers, cell, pbc, batch = check_structure_inputs(positions, numbers, cell, pbc, batch)
+        self._check_dtype(positions)
         return compute_frames(positions, cell, pbc, batch, self.config)
 
     # ------------------------------------------------------------------ model calls
-    def _call(self, module: Callable[..., Any], pos: torch.Tensor, species: torch.Tensor, cell: torch.Tensor,
+    def _check_dtype(self, positions: torch.Tensor) -> None:
+        """The wrapped model (and a module aux model) must compute in the dtype of the inputs."""
+        for role, module in (("model", self.model), ("aux_model", self.aux_model)):
+            if not isinstance(module, nn.Module):
+                continue
+            param = next((p for p in module.parameters() if p.is_floating_point()), None)
+            if param is not None and param.dtype != positions.dtype:
+                raise TypeError(f"'positions' dtype {positions.dtype} differs from the wrapped {role}'s dtype "
+                                f"{param.dtype}; cast the inputs, or the wrapper with ecse.to({positions.dtype}).")
+
+    def _call(self, module: Callable[..., Any], pos: torch.Tensor, numbers: torch.Tensor, cell: torch.Tensor,
               pbc: torch.Tensor, batch: torch.Tensor, counts: list[int]) -> dict[str | None, torch.Tensor]:
-        """Call a model on ``len(counts)`` structures; returns ``{name: tensor}``."""
-        if self.batched:
-            out = module(pos, species, cell, pbc, batch)
-        else:
-            parts, start = [], 0
-            for s, n in enumerate(counts):
-                res = module(pos[start:start + n], species[start:start + n], cell[s], pbc[s])
-                parts.append(res)
-                start += n
-            out = self._stack_single(parts)
+        """Call a model on ``len(counts)`` structures; returns ``{name: tensor}``.
+
+        The inputs derive from ones validated at ECSE's public entry point, so the model runs
+        inside :func:`pointsym.structures.trusted_inputs` (its own input checks are skipped).
+        """
+        with trusted_inputs():
+            if self.batched:
+                out = module(pos, numbers, cell, pbc, batch)
+            else:
+                parts, start = [], 0
+                for s, n in enumerate(counts):
+                    res = module(pos[start:start + n], numbers[start:start + n], cell[s], pbc[s])
+                    parts.append(res)
+                    start += n
+                out = self._stack_single(parts)
         return self._check_outputs(out, len(counts), pos.shape[0])
 
     def _stack_single(self, parts: list[Any]) -> Any:
@@ -311,7 +380,7 @@ class ECSE(nn.Module):
         return mats, struct, w
 
     def _frame_chunks(
-        self, positions: torch.Tensor, species: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
+        self, positions: torch.Tensor, numbers: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
         batch: torch.Tensor, mats: torch.Tensor, struct: torch.Tensor, wnorm: torch.Tensor,
     ) -> Iterator[dict[str | None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
         """Yield, per chunk of frame evaluations, ``{name: (y_lab, row_index, row_weight)}``.
@@ -342,7 +411,7 @@ class ECSE(nn.Module):
             m = mats[lo:hi]
             pos_c = torch.einsum("ak,akl->al", positions[atom_idx], m[atom_copy])
             cell_c = torch.bmm(cell[cs], m)
-            out = self._call(self.model, pos_c, species[atom_idx], cell_c, pbc[cs], atom_copy, cnt.tolist())
+            out = self._call(self.model, pos_c, numbers[atom_idx], cell_c, pbc[cs], atom_copy, cnt.tolist())
             w = wnorm[lo:hi]
             lab = {}
             for key, kind in self.outputs.items():
@@ -353,7 +422,7 @@ class ECSE(nn.Module):
             yield lab
 
     def _aux_outputs(
-        self, positions: torch.Tensor, species: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
+        self, positions: torch.Tensor, numbers: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor,
         batch: torch.Tensor, which: torch.Tensor,
     ) -> tuple[torch.Tensor, dict[str | None, torch.Tensor]]:
         """Auxiliary predictions of the structures ``which``: ``(atom_index, {name: lab output})``.
@@ -375,7 +444,7 @@ class ECSE(nn.Module):
         if not isinstance(self.aux_model, str):
             grouped = torch.argsort(sub_batch, stable=True)  # contiguous structures (batched=False needs it)
             atom_idx, sub_batch = atom_idx[grouped], sub_batch[grouped]
-            out = self._call(self.aux_model, positions[atom_idx], species[atom_idx], cell[which], pbc[which],
+            out = self._call(self.aux_model, positions[atom_idx], numbers[atom_idx], cell[which], pbc[which],
                              sub_batch, counts)
             return atom_idx, out
         if bool(pbc[which].any()):
@@ -395,16 +464,16 @@ class ECSE(nn.Module):
             axes.append(axis)
         n_sel = which.shape[0]
         pos_aux = torch.cat([p for pair in zip(*locals_) for p in pair])  # all "+" copies, then all "-" copies
-        sub_species = species[atom_idx]
+        sub_numbers = numbers[atom_idx]
         order = torch.argsort(sub_batch, stable=True)
-        sp_sorted = sub_species[order]
-        species_aux = torch.cat([sp_sorted, sp_sorted])
+        sp_sorted = sub_numbers[order]
+        numbers_aux = torch.cat([sp_sorted, sp_sorted])
         counts2 = counts + counts
         batch_aux = torch.repeat_interleave(torch.arange(2 * n_sel, device=batch.device),
                                             torch.tensor(counts2, device=batch.device))
         cell_aux = torch.zeros(2 * n_sel, 3, 3, dtype=positions.dtype, device=positions.device)
         pbc_aux = torch.zeros(2 * n_sel, 3, dtype=torch.bool, device=positions.device)
-        out = self._call(self.model, pos_aux, species_aux, cell_aux, pbc_aux, batch_aux, counts2)
+        out = self._call(self.model, pos_aux, numbers_aux, cell_aux, pbc_aux, batch_aux, counts2)
         axis = torch.stack(axes)  # (n_sel, 3)
         eye = torch.eye(3, dtype=positions.dtype, device=positions.device)
         n_sub = int(sel.sum())
@@ -457,16 +526,22 @@ class ECSE(nn.Module):
         }
         return frames, mats, struct, wnorm, aux_w, which
 
+    @renamed_kwargs(species="numbers")
     def forward(
         self,
         positions: torch.Tensor,
-        species: torch.Tensor,
+        numbers: torch.Tensor,
         cell: torch.Tensor | None = None,
         pbc: Any = None,
         batch: torch.Tensor | None = None,
     ) -> Any:
-        """Symmetrized outputs (same container as the wrapped model); see the class docstring."""
-        positions, species, cell, pbc, batch = check_structure_inputs(positions, species, cell, pbc, batch)
+        """Symmetrized outputs (same container as the wrapped model); see the class docstring.
+
+        The inputs are validated once, here; the wrapped model is then called on every chunk of
+        frames inside :func:`pointsym.structures.trusted_inputs` (no repeated checks).
+        """
+        positions, numbers, cell, pbc, batch = check_structure_inputs(positions, numbers, cell, pbc, batch)
+        self._check_dtype(positions)
         n_struct, n_atoms = cell.shape[0], positions.shape[0]
         _, mats, struct, wnorm, aux_w, which = self._prepare(positions, cell, pbc, batch)
         result: dict[str | None, torch.Tensor | None] = {k: None for k in self.outputs}
@@ -480,11 +555,11 @@ class ECSE(nn.Module):
                 acc = value.new_zeros((sizes[key], *value.shape[1:]))
             result[key] = acc.index_add(0, index, value)
 
-        for lab in self._frame_chunks(positions, species, cell, pbc, batch, mats, struct, wnorm):
+        for lab in self._frame_chunks(positions, numbers, cell, pbc, batch, mats, struct, wnorm):
             for key, (y, index, w) in lab.items():
                 add(key, index, y, w)
         if which.numel():
-            atom_idx, aux = self._aux_outputs(positions, species, cell, pbc, batch, which)
+            atom_idx, aux = self._aux_outputs(positions, numbers, cell, pbc, batch, which)
             for key, kind in self.outputs.items():
                 if kind.startswith("atom_"):
                     add(key, atom_idx, aux[key], aux_w[batch[atom_idx]])
@@ -495,10 +570,11 @@ class ECSE(nn.Module):
             return final[None]
         return final
 
+    @renamed_kwargs(species="numbers")
     def energy_and_forces(
         self,
         positions: torch.Tensor,
-        species: torch.Tensor,
+        numbers: torch.Tensor,
         cell: torch.Tensor | None = None,
         pbc: Any = None,
         batch: torch.Tensor | None = None,
@@ -512,16 +588,17 @@ class ECSE(nn.Module):
 
         Back-propagates chunk by chunk (the frame graph is shared), so memory does not grow
         with the number of frames. ``create_graph=True`` falls back to plain autograd.
-        Arguments as :func:`pointsym.symmetrize.energy_and_forces`.
+        Arguments as :func:`pointsym.structures.energy_and_forces`.
         """
         key = None if None in self.outputs else energy_key
         if key not in self.outputs or self.outputs[key] != "scalar":
             raise ValueError(f"energy_and_forces needs a 'scalar' output named {energy_key!r} (declared outputs: "
                              f"{self.outputs}).")
         if create_graph or not (forces or stress):
-            return autograd_energy_forces(self._energy_only(key), positions, species, cell, pbc, batch,
+            return autograd_energy_forces(self._energy_only(key), positions, numbers, cell, pbc, batch,
                                           forces=forces, stress=stress, create_graph=create_graph)
-        positions, species, cell, pbc, batch = check_structure_inputs(positions, species, cell, pbc, batch)
+        positions, numbers, cell, pbc, batch = check_structure_inputs(positions, numbers, cell, pbc, batch)
+        self._check_dtype(positions)
         n_struct = cell.shape[0]
         with torch.enable_grad():
             leaf = positions.detach().clone().requires_grad_(True)
@@ -543,10 +620,10 @@ class ECSE(nn.Module):
                         if gi is not None:
                             acc += gi
 
-            for lab in self._frame_chunks(pos, species, cel, pbc, batch, mats, struct, wnorm):
+            for lab in self._frame_chunks(pos, numbers, cel, pbc, batch, mats, struct, wnorm):
                 accumulate(*lab[key])
             if which.numel():
-                _, aux = self._aux_outputs(pos, species, cel, pbc, batch, which)
+                _, aux = self._aux_outputs(pos, numbers, cel, pbc, batch, which)
                 accumulate(aux[key], which, aux_w[which])
             energy = energy + ref.ref
         result = {"energy": energy}

@@ -158,7 +158,7 @@ def compute_frames(
 
     Args:
         positions, cell, pbc, batch: canonical structure inputs (see
-            :func:`pointsym.symmetrize.check_structure_inputs`).
+            :func:`pointsym.structures.check_structure_inputs`).
         config: an :class:`ECSEConfig`.
 
     Returns:
@@ -167,7 +167,7 @@ def compute_frames(
     cfg = config
     n_atoms, n_struct = positions.shape[0], cell.shape[0]
     dev, dt = positions.device, positions.dtype
-    i, _, _, vec = batched_neighbor_list(positions, cell, pbc, batch, cfg.search_cutoff,
+    i, _, _, vec = batched_neighbor_list(positions, cell, pbc, batch, r_cut=cfg.search_cutoff,
                                          min_distance=cfg.min_distance)
     r = torch.sqrt((vec ** 2).sum(-1) + torch.finfo(dt).tiny)
     unit = vec / r[:, None]

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pointsym.core import check_int, check_positive
+from pointsym.core import CheckpointMixin, check_int, check_positive, parse_species, renamed_kwargs
 from pointsym.structures import (
     MIN_DISTANCE,
     StructureBatch,
@@ -26,7 +26,7 @@ from pointsym.structures import (
 __all__ = ["NeighborMLP"]
 
 
-class NeighborMLP(nn.Module):
+class NeighborMLP(CheckpointMixin, nn.Module):
     """Per-atom MLP on the sum of cutoff-weighted features of Cartesian neighbour vectors.
 
     ``h_i = sum_j f_c(r_ij) phi([x_ij, y_ij, z_ij, e(Z_i), e(Z_j)])``;
@@ -39,11 +39,12 @@ class NeighborMLP(nn.Module):
         hidden: width of the MLPs (default: 32).
         n_features: size of ``h_i`` (default: 16).
         cutoff_delta: width of the cosine cutoff, Å (default: 0.5).
-        species: atomic numbers with fitted self energies (default: all, zero baseline).
+        species: the elements with fitted self energies, symbols or atomic numbers
+            (default: every element seen by :meth:`fit_baseline`).
         min_distance: overlapping-atom threshold, Å (default: 0.1).
 
     Shapes:
-        ``forward(positions (N, 3), species (N,), cell, pbc, batch)`` -> dict with
+        ``forward(positions (N, 3), numbers (N,), cell, pbc, batch)`` -> dict with
         ``energy (S,)``, ``vector (S, 3)``, ``atom_energy (N,)``, ``atom_vector (N, 3)``.
     """
 
@@ -59,7 +60,7 @@ class NeighborMLP(nn.Module):
         if self.cutoff_delta > self.r_cut:
             raise ValueError(f"Expected 'cutoff_delta' <= 'r_cut' (got {cutoff_delta} > {r_cut}).")
         self.min_distance = min_distance
-        self.species = sorted({int(z) for z in species}) if species is not None else None
+        self.species = parse_species(species) if species is not None else None
         emb = 4
         self.embedding = nn.Embedding(119, emb)
         self.phi = nn.Sequential(nn.Linear(3 + 2 * emb, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
@@ -85,7 +86,7 @@ class NeighborMLP(nn.Module):
         """Self energies and output scale from labelled structures (see :meth:`PET.fit_baseline`)."""
         b = frames if isinstance(frames, StructureBatch) else batch_structures(frames, dtype=torch.float64,
                                                                                labels=True)
-        species = self.species or sorted(set(b.species.tolist()))
+        species = self.species or sorted(set(b.numbers.tolist()))
         coef, scale = composition_baseline(b, species)
         self.self_energies.zero_()
         self.self_energies[torch.tensor(species)] = torch.as_tensor(coef, dtype=self.self_energies.dtype)
@@ -95,19 +96,22 @@ class NeighborMLP(nn.Module):
     def extra_repr(self) -> str:
         return f"r_cut={self.r_cut}, hidden={self.hidden}, n_features={self.n_features} (not rotation-equivariant)"
 
-    def forward(self, positions: torch.Tensor, species: torch.Tensor, cell: torch.Tensor | None = None,
+    @renamed_kwargs(species="numbers")
+    def forward(self, positions: torch.Tensor, numbers: torch.Tensor, cell: torch.Tensor | None = None,
                 pbc: Any = None, batch: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        positions, species, cell, pbc, batch = check_structure_inputs(positions, species, cell, pbc, batch)
-        if int(species.min()) < 1 or int(species.max()) > 118:
-            raise ValueError(f"'species' must be atomic numbers in [1, 118] (got {species.min()}..{species.max()}).")
-        i, j, _, vec = batched_neighbor_list(positions, cell, pbc, batch, self.r_cut, min_distance=self.min_distance)
+        positions, numbers, cell, pbc, batch = check_structure_inputs(positions, numbers, cell, pbc, batch)
+        if int(numbers.min()) < 1 or int(numbers.max()) > 118:
+            raise ValueError(f"'numbers' must be atomic numbers in [1, 118] (got {int(numbers.min())}.."
+                             f"{int(numbers.max())}).")
+        i, j, _, vec = batched_neighbor_list(positions, cell, pbc, batch, r_cut=self.r_cut,
+                                             min_distance=self.min_distance)
         r = torch.sqrt((vec ** 2).sum(1) + 1e-15)
         x = torch.clamp((r - (self.r_cut - self.cutoff_delta)) / self.cutoff_delta, 0.0, 1.0)
         fc = 0.5 + 0.5 * torch.cos(torch.pi * x)
-        inp = torch.cat([vec, self.embedding(species[i]), self.embedding(species[j])], dim=1)
+        inp = torch.cat([vec, self.embedding(numbers[i]), self.embedding(numbers[j])], dim=1)
         n = positions.shape[0]
         h = positions.new_zeros(n, self.n_features).index_add(0, i, fc[:, None] * self.phi(inp))
-        atom_energy = self.rho(h)[:, 0] * self.energy_scale + self.self_energies[species]
+        atom_energy = self.rho(h)[:, 0] * self.energy_scale + self.self_energies[numbers]
         atom_vector = positions.new_zeros(n, 3).index_add(0, i, (fc * self.gate(inp)[:, 0])[:, None] * vec)
         n_struct = cell.shape[0]
         return {

@@ -4,6 +4,14 @@ Every model in pointsym trains through :class:`Trainer`. It runs unchanged under
 ``torchrun --nproc_per_node=N`` (DistributedDataParallel, one process per device).
 """
 
-from pointsym.training._trainer import TrainConfig, Trainer, load_checkpoint, seed_everything
+from pointsym.training._trainer import (
+    RESUMABLE_CHANGES,
+    TrainConfig,
+    Trainer,
+    config_changes,
+    load_checkpoint,
+    move_aside,
+    seed_everything,
+)
 
-__all__ = ["TrainConfig", "Trainer", "load_checkpoint", "seed_everything"]
+__all__ = ["RESUMABLE_CHANGES", "TrainConfig", "Trainer", "config_changes", "load_checkpoint", "move_aside", "seed_everything"]

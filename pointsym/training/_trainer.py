@@ -14,13 +14,28 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from pointsym.core import check_choice, check_int, check_positive
+from pointsym.core import (
+    CheckpointError,
+    ConfigMismatchError,
+    TrainingDivergedError,
+    check_choice,
+    check_int,
+    check_positive,
+)
 
-__all__ = ["TrainConfig", "Trainer", "load_checkpoint", "seed_everything"]
+__all__ = ["RESUMABLE_CHANGES", "TrainConfig", "Trainer", "config_changes", "load_checkpoint", "move_aside",
+           "seed_everything"]
 
 CHECKPOINT_VERSION = 1
+
+#: Settings that may differ between a run and its resume: more epochs (or patience) extend a
+#: run, and where or how verbosely it runs does not change what it learns. Applied to the
+#: top-level config and to the keys of ``config.extra``.
+RESUMABLE_CHANGES = frozenset({"epochs", "patience", "quiet", "device", "num_workers", "out_dir", "resume",
+                               "restart", "threads"})
+_CHECKPOINT_FILES = ("last.pt", "best.pt", "metrics.json")
 
 # loss_fn(model, batch) -> (scalar loss tensor, {metric name: float})
 LossFn = Callable[[torch.nn.Module, Any], "tuple[torch.Tensor, dict[str, float]]"]
@@ -51,7 +66,11 @@ class TrainConfig:
         grad_clip: max gradient norm, ``None`` for no clipping (default: None).
         out_dir: directory for ``last.pt``, ``best.pt`` and ``metrics.json``; ``None`` keeps
             everything in memory (default: None).
-        resume: continue from ``out_dir/last.pt`` when it exists (default: True).
+        resume: continue from ``out_dir/last.pt`` when it exists (default: True). The stored
+            settings must equal these ones (up to :data:`RESUMABLE_CHANGES`), otherwise
+            :class:`~pointsym.core.ConfigMismatchError` names the changed keys.
+        restart: move the checkpoints and metrics already in ``out_dir`` aside (into
+            ``out_dir/previous/<n>/``, never deleted) and start fresh (default: False).
         device: torch device string (default: "cpu").
         quiet: disable progress bars (default: False).
         eval_requires_grad: run validation with autograd enabled, needed when the loss
@@ -71,6 +90,7 @@ class TrainConfig:
     grad_clip: float | None = None
     out_dir: str | None = None
     resume: bool = True
+    restart: bool = False
     device: str = "cpu"
     quiet: bool = False
     eval_requires_grad: bool = False
@@ -97,19 +117,89 @@ def _dist_info() -> tuple[int, int, int]:
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
-    """Load a pointsym checkpoint, refusing files written by a newer format version."""
+    """Load a pointsym Trainer checkpoint, refusing unreadable files and newer format versions.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: the file is empty, truncated, not a torch file, not a pointsym
+            checkpoint, or written by a newer format version.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist.")
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    hint = ("; delete or move it, or rerun with --restart (which moves old checkpoints aside) to start fresh")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{str(path)!r} is empty, not a readable pointsym checkpoint{hint}.")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # EOFError, UnpicklingError, RuntimeError (zip), OSError, ...
+        raise CheckpointError(f"{str(path)!r} is not a readable pointsym checkpoint ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else 'truncated or corrupt'}){hint}.") from exc
+    if isinstance(ckpt, dict) and ckpt.get("format") == "pointsym-model":
+        cls = ckpt.get("class", "model")
+        raise CheckpointError(f"{str(path)!r} is a {cls} model file (written by {cls}.save), not a Trainer "
+                              f"checkpoint; load it with {cls}.from_checkpoint, or start a training from its "
+                              "weights with --init-from.")
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
-        raise ValueError(f"{str(path)!r} is not a pointsym checkpoint (no 'format_version').")
+        raise CheckpointError(f"{str(path)!r} is not a pointsym checkpoint (no 'format_version'){hint}.")
     if ckpt["format_version"] > CHECKPOINT_VERSION:
-        raise ValueError(
+        raise CheckpointError(
             f"Checkpoint {str(path)!r} has format version {ckpt['format_version']}, newer than this "
             f"pointsym supports ({CHECKPOINT_VERSION}); upgrade pointsym."
         )
+    if "model" not in ckpt:
+        raise CheckpointError(f"{str(path)!r} is not a Trainer checkpoint (no model weights){hint}.")
     return ckpt
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if prefix == "" and key == "extra" and isinstance(value, dict):
+            out.update(_flatten(value, "extra."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def config_changes(stored: dict[str, Any], requested: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Settings that differ between a stored run and a requested one, ``{key: (stored, requested)}``.
+
+    Keys of ``config.extra`` appear as ``"extra.<key>"``; keys in :data:`RESUMABLE_CHANGES`
+    (at either level) and keys missing from the stored run (added in a later pointsym) are
+    not compared. Values are compared after a JSON round trip (tuples equal lists).
+    """
+    def norm(v: Any) -> Any:
+        return json.loads(json.dumps(v, default=str))
+
+    a, b = _flatten(stored), _flatten(requested)
+    changes = {}
+    for key in sorted(set(a) | set(b)):
+        if key.split(".")[-1] in RESUMABLE_CHANGES or key not in a:
+            continue
+        if key not in b or norm(a[key]) != norm(b[key]):
+            changes[key] = (a.get(key), b.get(key))
+    return changes
+
+
+def move_aside(out_dir: str | os.PathLike[str]) -> Path | None:
+    """Move ``last.pt``, ``best.pt`` and ``metrics.json`` of ``out_dir`` into ``out_dir/previous/<n>/``.
+
+    Returns the folder they went to, or ``None`` when there was nothing to move. Nothing is
+    deleted.
+    """
+    out = Path(out_dir)
+    present = [out / f for f in _CHECKPOINT_FILES if (out / f).exists()]
+    if not present:
+        return None
+    n = 1
+    while (out / "previous" / str(n)).exists():
+        n += 1
+    dest = out / "previous" / str(n)
+    dest.mkdir(parents=True)
+    for f in present:
+        os.replace(f, dest / f.name)
+    return dest
 
 
 class Trainer:
@@ -189,7 +279,7 @@ class Trainer:
         return self.rank == 0
 
     def _loader(self, data: Dataset | Sequence[Any], shuffle: bool, epoch: int) -> DataLoader:
-        sampler = None
+        sampler: Sampler[Any] | None = None
         if self.world_size > 1:
             from torch.utils.data.distributed import DistributedSampler
 
@@ -245,14 +335,15 @@ class Trainer:
         sums: dict[str, float] = {}
         count = 0.0
         desc = f"epoch {epoch + 1}/{self.config.epochs} {'train' if train else 'val'}"
-        bar = tqdm(loader, desc=desc, leave=False, disable=self.config.quiet or not self.is_main)
+        quiet = self.config.quiet or bool(os.environ.get("POINTSYM_QUIET")) or not self.is_main
+        bar = tqdm(loader, desc=desc, leave=False, disable=quiet)
         grad_ctx = torch.enable_grad() if (train or self.config.eval_requires_grad) else torch.no_grad()
         with grad_ctx:
             for batch in bar:
                 batch = self._to_device(batch)
                 loss, metrics = self.loss_fn(self._ddp_model, batch)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(
+                    raise TrainingDivergedError(
                         f"Loss became {loss.item()} at epoch {epoch + 1}; lower 'lr', enable 'grad_clip' "
                         "or check the inputs for NaN."
                     )
@@ -298,13 +389,45 @@ class Trainer:
         torch.save(self.state_dict(epoch), tmp)
         os.replace(tmp, self.out_dir / name)  # atomic: a killed run never leaves half a file
 
+    def barrier(self) -> None:
+        """Wait for every process (no-op in a single process)."""
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.barrier()
+
     def _maybe_resume(self) -> None:
-        if self.out_dir is None or not self.config.resume:
+        if self.out_dir is None:
+            return
+        if self.config.restart:
+            if self.is_main:
+                moved = move_aside(self.out_dir)
+                if moved is not None and not self.config.quiet:
+                    print(f"[restart] previous checkpoints moved to {moved}", flush=True)
+            self.barrier()
+            return
+        if not self.config.resume:
             return
         path = self.out_dir / "last.pt"
         if not path.is_file():
             return
         ckpt = load_checkpoint(path, map_location=self.device)
+        changes = config_changes(ckpt.get("config", {}), asdict(self.config))
+        if changes:
+            shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+            raise ConfigMismatchError(
+                f"{str(path)!r} holds a run with other settings ({shown}); resuming it would mix them. "
+                "Use --restart to start fresh (the old checkpoints are moved aside, not deleted), "
+                "--init-from PATH to start from its weights only, or another --out."
+            )
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except RuntimeError as exc:
+            raise ConfigMismatchError(
+                f"{str(path)!r} holds a model of another architecture ({str(exc).splitlines()[0]}); use "
+                "--restart or another --out."
+            ) from exc
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None and ckpt.get("scheduler") is not None:
@@ -383,6 +506,8 @@ class Trainer:
                 print(f"[epoch {epoch + 1}/{self.config.epochs}] {shown}", flush=True)
             if self.config.patience is not None and self.bad_epochs >= self.config.patience:
                 break
+        # Rank 0 has written the final checkpoints: nobody reads best.pt before that.
+        self.barrier()
         return self.history
 
     def load_best(self) -> torch.nn.Module:

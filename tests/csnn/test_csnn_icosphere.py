@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy.spatial import cKDTree
 
+from helpers import kdtree_vertex_permutation
 from pointsym.geometry import (
     icosahedral_rotations,
     icosahedron,
@@ -74,16 +74,10 @@ def test_cached_and_read_only():
         icosphere(3).vertices[0, 0] = 1.0
 
 
-def _perm(g: np.ndarray, verts: np.ndarray) -> np.ndarray:
-    """``perm`` with ``g v_i = v_perm[i]`` (KD-tree version of ``vertex_permutation``)."""
-    dist, perm = cKDTree(verts).query(verts @ g.T)
-    assert dist.max() < 1e-12 and len(set(perm.tolist())) == len(verts)
-    return perm
-
-
 def test_perm_helper_agrees_with_vertex_permutation():
     for g in icosahedral_rotations()[:5]:
-        np.testing.assert_array_equal(_perm(g, icosphere(2).vertices), vertex_permutation(g, icosphere(2).vertices))
+        verts = icosphere(2).vertices
+        np.testing.assert_array_equal(kdtree_vertex_permutation(g, verts), vertex_permutation(g, verts))
 
 
 @pytest.mark.parametrize("level", range(4))
@@ -99,15 +93,15 @@ def test_icosahedral_rotations_permute_every_level(level):
     faces, edges = keys(s.faces), keys(s.edges)
     perms = set()
     for g in icosahedral_rotations():
-        perm = _perm(g, s.vertices)  # g v_i = v_perm[i]
+        perm = kdtree_vertex_permutation(g, s.vertices)  # g v_i = v_perm[i]
         perms.add(tuple(perm))
         np.testing.assert_array_equal(keys(perm[s.faces]), faces)
         np.testing.assert_array_equal(keys(perm[s.edges]), edges)
         if coarse is not None:  # consistent with the coarser level (prefix property)
-            np.testing.assert_array_equal(perm[: coarse.n_vertices], _perm(g, coarse.vertices))
+            np.testing.assert_array_equal(perm[: coarse.n_vertices], kdtree_vertex_permutation(g, coarse.vertices))
     assert len(perms) == 60
     # The inversion is a symmetry too (the icosphere is centrally symmetric).
-    _perm(-np.eye(3), s.vertices)
+    kdtree_vertex_permutation(-np.eye(3), s.vertices)
 
 
 @pytest.mark.parametrize("level,k", [(0, 1), (0, 3), (1, 3), (3, 1), (3, 3), (4, 3)])

@@ -39,7 +39,7 @@ def _assert_commutes(layer, x: torch.Tensor, level_in: int, level_out: int) -> f
     ref = layer(x)
     got = layer(xs.flatten(0, 1)).unflatten(0, (60, x.shape[0]))
     err = 0.0
-    for p, y in zip(p_out, got):
+    for p, y in zip(p_out, got, strict=True):
         expected = torch.empty_like(ref).index_copy_(-2, torch.as_tensor(p), ref)
         err = max(err, float((y - expected).abs().max()))
     assert err <= 1e-12 * max(float(ref.abs().max()), 1.0), err

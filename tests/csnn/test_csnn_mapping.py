@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import torch
-from scipy.spatial import cKDTree
+from torch.overrides import TorchFunctionMode
 
+from helpers import kdtree_vertex_permutation
 from pointsym.geometry import icosahedral_rotations, icosphere, random_rotation
 from pointsym.nn import (
     ConcentricGridMapping,
@@ -19,12 +18,6 @@ from pointsym.nn import (
     rbf_gammas,
 )
 from pointsym.testing import assert_invariant
-
-
-def _perm(g: np.ndarray, verts: np.ndarray) -> np.ndarray:
-    dist, perm = cKDTree(verts).query(verts @ g.T)
-    assert dist.max() < 1e-12
-    return perm
 
 
 def test_rbf_gammas_closed_form():
@@ -111,8 +104,8 @@ def test_grid_permutes_under_the_icosahedral_group(mapping, level):
     rotated = np.einsum("gij,bnj->gbni", group, pts).reshape(-1, 200, 3)  # all 120 copies in one batch
     got = fn(torch.as_tensor(rotated)).view(len(group), 2, *ref.shape[1:])
     worst = 0.0
-    for g, grid in zip(group, got):
-        perm = _perm(g, verts)  # g v_i = v_perm[i] -> grid'[..., perm[i], :] = grid[..., i, :]
+    for g, grid in zip(group, got, strict=True):
+        perm = kdtree_vertex_permutation(g, verts)  # g v_i = v_perm[i] -> grid'[..., perm[i], :] = grid[..., i, :]
         worst = max(worst, float((grid[:, :, perm] - ref).abs().max()))
     assert worst <= 1e-12 * float(ref.abs().max())
 
@@ -156,23 +149,40 @@ def test_mapping_batched_float32_and_unbatched():
     torch.testing.assert_close(grid.double(), concentric_rbf_mapping(pts.double(), 2, 4, 3), rtol=1e-4, atol=1e-5)
 
 
+class _ElementCounter(TorchFunctionMode):
+    """Counts the tensor elements that torch functions produce: a deterministic measure of work."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+        self.largest = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.total += t.numel()
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
 def test_mapping_cost_is_linear_in_points():
-    # Best of several repeats (robust to a loaded machine): 10x the points may cost <= 15x.
+    # Work is counted, not timed: the elements of every tensor the mapping creates.
     rng = np.random.default_rng(0)
-    small = torch.as_tensor(rng.normal(size=(1, 2000, 3)))
-    large = torch.as_tensor(rng.normal(size=(1, 20000, 3)))
-    concentric_rbf_mapping(small, 3, 4, 4)  # warm-up (look-up tables)
+    level, n_vertices = 3, icosphere(3).n_vertices
 
-    def best(x: torch.Tensor) -> float:
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            concentric_rbf_mapping(x, 3, 4, 4)
-            times.append(time.perf_counter() - t0)
-        return min(times)
+    def cost(n: int) -> tuple[int, int]:
+        points = torch.as_tensor(rng.normal(size=(1, n, 3)))
+        with _ElementCounter() as counter:
+            concentric_rbf_mapping(points, level, 4, 4)
+        return counter.total, counter.largest
 
-    t_small, t_large = best(small), best(large)
-    assert t_large <= 15 * t_small, (t_small, t_large)
+    cost(100)  # warm-up: the look-up tables are built (in numpy) and cached once
+    (t1, _), (t2, _), (t10, largest) = cost(2000), cost(4000), cost(20000)
+    per_point = (t2 - t1) // 2000
+    assert t2 - t1 == per_point * 2000 and t10 - t1 == per_point * 18000, (t1, t2, t10)  # a fixed cost per point
+    # ... and a small one: no (points x vertices) intermediate, only a few candidate vertices per point.
+    assert largest <= 20000 * n_vertices // 10, (largest, n_vertices)
 
 
 def test_mapping_bad_input():
@@ -229,7 +239,7 @@ def test_nearest_vertex_mapping_index_form_and_symmetry():
     torch.testing.assert_close(nearest_vertex_mapping(flat, 2, 8, index=index, n_envs=2), batched)
     verts = icosphere(2).vertices
     for g in icosahedral_rotations()[::7]:
-        perm = _perm(g, verts)
+        perm = kdtree_vertex_permutation(g, verts)
         got = nearest_vertex_mapping(torch.as_tensor(vec @ g.T), 2, 8, mask=torch.as_tensor(mask))
         torch.testing.assert_close(got[:, :, perm], batched, rtol=1e-13, atol=1e-15)
     # An environment without neighbours is all zeros; bad arguments are clear errors.

@@ -12,7 +12,7 @@ pytest.importorskip("dask")
 import dask  # noqa: E402
 import dask.array as da  # noqa: E402
 
-from _soap_helpers import random_crystal, random_molecule, rattled_silicon  # noqa: E402
+from helpers import random_crystal, random_molecule, rattled_silicon  # noqa: E402
 from pointsym.descriptors import SOAP, create_dask  # noqa: E402
 
 KW = dict(species=["H", "C", "O"], r_cut=3.5, n_max=3, l_max=3, sigma=0.5)
@@ -44,7 +44,7 @@ def test_per_atom_variable_sizes_concatenate(chunk_size):
     assert x.chunks[0] == tuple(sum(counts[s : s + chunk_size]) for s in range(0, len(MOLS), chunk_size))
     got = x.compute()
     assert_same(got, np.concatenate(ref))
-    for part, r in zip(np.split(got, np.cumsum(counts)[:-1]), ref):  # the documented split
+    for part, r in zip(np.split(got, np.cumsum(counts)[:-1]), ref, strict=True):  # the documented split
         assert_same(part, r)
 
 
@@ -160,7 +160,7 @@ def test_processes_scheduler():
 
 def test_matches_dscribe_descriptor_too():
     pytest.importorskip("dscribe")
-    from _soap_helpers import dscribe_soap
+    from helpers import dscribe_soap
 
     d = dscribe_soap(species=["H", "C", "O"], r_cut=3.5, n_max=3, l_max=3, sigma=0.5, average="inner")
     assert_same(create_dask(d, MOLS, chunk_size=3).compute(), d.create(MOLS))

@@ -11,7 +11,7 @@ import torch
 from ase.build import bulk, molecule
 from ase.io import write
 
-from _soap_helpers import max_rel
+from helpers import max_rel
 from pointsym.descriptors import SOAP, image_to_points, solid_harmonics
 from pointsym.experiments.soap import cli as soap_cli
 from pointsym.geometry import random_rotation
@@ -127,4 +127,5 @@ def test_cli_periodic_npy_and_errors(tmp_path):
     with pytest.raises(ValueError, match="output"):
         _run_cli(["soap", str(path), "-o", str(tmp_path / "x.txt"), "--n-max", "2", "--l-max", "2", "--r-cut", "3"])
     with pytest.raises(FileNotFoundError):
-        _run_cli(["soap", str(tmp_path / "missing.xyz"), "-o", str(out), "--n-max", "2", "--l-max", "2", "--r-cut", "3"])
+        _run_cli(["soap", str(tmp_path / "missing.xyz"), "-o", str(out), "--n-max", "2", "--l-max", "2",
+                  "--r-cut", "3"])

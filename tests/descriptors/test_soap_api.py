@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import itertools
 
 import numpy as np
 import pytest
 import torch
 from ase import Atoms
 
-from _soap_helpers import max_rel, random_crystal, random_molecule
+from helpers import max_rel, random_crystal, random_molecule
 from pointsym.descriptors import SOAP
 
 MOL = random_molecule("H3CO", seed=31)
@@ -35,7 +36,7 @@ def test_get_location_slices_hold_the_pair_blocks():
     out = soap.create(MOL)
     blocks = [soap.get_location(p) for p in [("H", "H"), ("H", "C"), ("H", "O"), ("C", "C"), ("C", "O"), ("O", "O")]]
     assert blocks[0].start == 0 and blocks[-1].stop == soap.get_number_of_features()
-    assert all(a.stop == b.start for a, b in zip(blocks, blocks[1:]))
+    assert all(a.stop == b.start for a, b in itertools.pairwise(blocks))
     assert soap.get_location(("O", "H")) == soap.get_location((1, 8))
     assert np.abs(out[:, soap.get_location(("C", "O"))]).max() > 0
     # A declared species absent from the system: every block involving it is exactly zero.
@@ -86,15 +87,15 @@ def test_native_compute_and_create_tensor():
     other = random_molecule("H2CO", seed=3)
     pos = torch.tensor(np.concatenate([MOL.get_positions(), other.get_positions()]), requires_grad=True)
     numbers = np.concatenate([MOL.numbers, other.numbers])
-    system = np.repeat([0, 1], [len(MOL), len(other)])
-    feats, index = soap.compute(pos, numbers, system=system)
+    batch = np.repeat([0, 1], [len(MOL), len(other)])
+    feats, index = soap.compute(pos, numbers, batch=batch)
     assert feats.shape == (len(numbers), soap.get_number_of_features())
-    assert index.tolist() == system.tolist()
+    assert index.tolist() == batch.tolist()
     ref = soap.create([MOL, other])
     assert max_rel(feats[: len(MOL)].detach().numpy(), ref[0]) <= 1e-12
     feats.sum().backward()
     assert pos.grad is not None and torch.isfinite(pos.grad).all()
-    sub, sub_index = soap.compute(pos.detach(), numbers, system=system, centers=[1, len(MOL) + 2])
+    sub, sub_index = soap.compute(pos.detach(), numbers, batch=batch, centers=[1, len(MOL) + 2])
     assert sub.shape[0] == 2 and sub_index.tolist() == [0, 1]
     assert max_rel(sub[1].numpy(), ref[1][2]) <= 1e-12
 
@@ -104,7 +105,8 @@ def test_float32_output_and_computation():
     out = soap32.create(MOL)
     assert out.dtype == np.float32
     assert max_rel(out, SOAP(**KW).create(MOL)) <= 1e-6  # create() computes in float64, then casts
-    t = soap32.create_tensor({"positions": torch.tensor(MOL.get_positions(), dtype=torch.float32), "numbers": MOL.numbers})
+    t = soap32.create_tensor({"positions": torch.tensor(MOL.get_positions(), dtype=torch.float32),
+                              "numbers": MOL.numbers})
     assert t.dtype == torch.float32
     assert max_rel(t.numpy(), SOAP(**KW).create(MOL)) <= 1e-4  # float32 arithmetic
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _soap_helpers import dscribe_soap, max_rel, random_crystal, random_molecule, rattled_silicon
+from helpers import dscribe_soap, max_rel, random_crystal, random_molecule, rattled_silicon
 from pointsym.descriptors import SOAP
 
 pytest.importorskip("dscribe")
@@ -145,7 +145,7 @@ def test_multiple_systems_and_centres_match_dscribe():
     kw = dict(species=SPECIES, r_cut=4.0, n_max=3, l_max=3, sigma=0.5)
     ours, ref = _both([a, b], **kw)  # different sizes -> list
     assert isinstance(ours, list) and len(ours) == 2
-    for o, r in zip(ours, ref):
+    for o, r in zip(ours, ref, strict=True):
         assert max_rel(o, r) <= RTOL
     centers = [[0, [0.5, 0.5, 0.5]], [3, [1.0, 2.0, 0.0]]]  # same count -> stacked (2, 2, F)
     ours, ref = _both([a, b], centers=centers, **kw)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from _soap_helpers import dscribe_soap, max_rel, random_crystal, random_molecule
+from helpers import dscribe_soap, max_rel, random_crystal, random_molecule
 from pointsym.descriptors import SOAP
 
 MOL = random_molecule("H2CO", seed=21)  # 4 atoms: 24 finite-difference evaluations

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from _soap_helpers import max_rel, random_crystal, random_molecule
+from helpers import max_rel, random_crystal, random_molecule
 from pointsym.descriptors import SOAP
 from pointsym.testing import assert_invariant
 
@@ -15,7 +15,8 @@ MOL = random_molecule("H4C2ON", seed=11)
 SPECIES = ["H", "C", "N", "O"]
 CONFIGS = {
     "gto": dict(r_cut=4.0, n_max=4, l_max=6, sigma=0.5),
-    "gto_weighted": dict(r_cut=4.0, n_max=3, l_max=4, sigma=0.5, weighting={"function": "poly", "r0": 4.0, "c": 1, "m": 2}),
+    "gto_weighted": dict(r_cut=4.0, n_max=3, l_max=4, sigma=0.5,
+                         weighting={"function": "poly", "r0": 4.0, "c": 1, "m": 2}),
     "polynomial": dict(r_cut=4.0, n_max=3, l_max=4, sigma=0.5, rbf="polynomial"),
 }
 

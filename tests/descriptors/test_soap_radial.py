@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from _soap_helpers import dscribe_soap, max_rel
+from helpers import dscribe_soap, max_rel
 from pointsym.descriptors import SOAP, gto_alphas, gto_betas
 from pointsym.descriptors._radial import gto_radial_basis, polynomial_radial_basis
 
@@ -58,7 +58,8 @@ def test_compat_reproduces_dscribe_betas():
     pytest.importorskip("dscribe")
     ref = dscribe_soap(species=["H"], r_cut=5.0, n_max=8, l_max=6)
     np.testing.assert_array_equal(gto_alphas(5.0, 8, 6), ref._alphas)
-    np.testing.assert_allclose(gto_betas(5.0, 8, 6, compat=True), ref._betas, rtol=0, atol=1e-12 * np.abs(ref._betas).max())
+    np.testing.assert_allclose(gto_betas(5.0, 8, 6, compat=True), ref._betas, rtol=0,
+                               atol=1e-12 * np.abs(ref._betas).max())
     # The accurate betas agree with DScribe's to DScribe's own accuracy here (cond ~ 1e7).
     assert max_rel(gto_betas(5.0, 8, 6), ref._betas) <= 1e-8
 

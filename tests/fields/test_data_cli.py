@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from pointsym.experiments.nesf import cli as nesf_cli
 from pointsym.experiments.common.cli import apply_common_arguments
+from pointsym.experiments.nesf import cli as nesf_cli
 from pointsym.fields import LIM_L6_SIDX_TO_Z, CrystalSet, load_nesf, load_nesf_set, read_nesf_npz
 
 
@@ -77,9 +77,9 @@ def test_crystal_set_rejects_empty_structures_and_nan():
 
 def test_train_then_eval_cli_on_any_npz(tmp_path, capsys):
     out = tmp_path / "res"
-    assert run_cli(["nesf-train", "--embedded", "--epochs", "1", "--batch-size", "16", "--latent-dim", "8",
+    assert run_cli(["nesf-train", "--source", "embedded", "--epochs", "1", "--batch-size", "16", "--latent-dim", "8",
                     "--position-channels", "16,16", "--species-channels", "16", "--n-global", "16", "--n-local",
-                    "4", "--n-species", "4", "--limit-train", "20", "--limit-val", "6", "--out", str(out),
+                    "4", "--n-species", "4", "--max-train", "20", "--max-val", "6", "--out", str(out),
                     "--quiet"]) == 0
     summary = json.loads((out / "train_lim_l6.json").read_text())
     assert summary["epochs_run"] == 1 and summary["command"] and summary["n_train"] == 20
@@ -88,9 +88,9 @@ def test_train_then_eval_cli_on_any_npz(tmp_path, capsys):
     assert info["epochs_run"] == 1 and model.latent_dim == 8
     assert (out / "checkpoints" / "lim_l6" / "last.pt").is_file()
     # warm start from the export in a fresh output directory; a mismatched architecture is refused
-    small = ["nesf-train", "--embedded", "--epochs", "1", "--batch-size", "16", "--position-channels", "16,16",
+    small = ["nesf-train", "--source", "embedded", "--epochs", "1", "--batch-size", "16", "--position-channels", "16,16",
              "--species-channels", "16", "--n-global", "16", "--n-local", "4", "--n-species", "4",
-             "--limit-train", "20", "--val-split", "none", "--quiet", "--init-from", str(ckpt)]
+             "--max-train", "20", "--val-split", "none", "--quiet", "--init-from", str(ckpt)]
     assert run_cli(small + ["--latent-dim", "8", "--out", str(tmp_path / "warm")]) == 0
     with pytest.raises(ValueError, match="another architecture"):
         run_cli(small + ["--latent-dim", "4", "--out", str(tmp_path / "warm2")])
@@ -107,18 +107,18 @@ def test_train_then_eval_cli_on_any_npz(tmp_path, capsys):
 
 def test_eval_exact_cli(tmp_path):
     out = tmp_path / "res"
-    assert run_cli(["nesf-eval", "--model", "exact", "--data", "lim_l6", "--split", "val", "--embedded",
+    assert run_cli(["nesf-eval", "--model", "exact", "--data", "lim_l6", "--split", "val", "--source", "embedded",
                     "--out", str(out), "--quiet", "--plots", "0"]) == 0
     m = json.loads((out / "eval_exact_lim_l6_val.json").read_text())["metrics"]
     assert m["atom_count_error_pct"] == 0.0 and m["position_error_actual"] < 1e-9 and m["n_structures"] == 20
     with pytest.raises(ValueError, match="box='model'"):
-        run_cli(["nesf-eval", "--model", "exact", "--data", "lim_l6", "--embedded", "--box", "model",
+        run_cli(["nesf-eval", "--model", "exact", "--data", "lim_l6", "--source", "embedded", "--box", "model",
                  "--out", str(out), "--quiet"])
 
 
 def test_demo_stage_with_and_without_checkpoint(tmp_path, monkeypatch):
-    from pointsym.experiments.nesf import demo as demo_nesf
     from pointsym.experiments.demo.cli import DemoContext
+    from pointsym.experiments.nesf import demo as demo_nesf
     from pointsym.fields import NeSF, save_nesf
 
     ctx = DemoContext(out_dir=tmp_path, quiet=True)

@@ -74,7 +74,7 @@ def test_decoder_feeds_the_query_to_every_hidden_layer(encoding, dtype, tol):
     # reference: explicit concatenation [h; gamma(q)] at every hidden layer, BN in eval mode
     g = dec.encoding(q)
     h = z[qb]
-    for lin, bn in zip(dec.hidden, dec.norms):
+    for lin, bn in zip(dec.hidden, dec.norms, strict=True):
         h = bn(torch.relu(lin(torch.cat([h, g], dim=-1))))
     ref = dec.out(h)
     with torch.no_grad():
@@ -123,18 +123,18 @@ def test_species_vocabulary_roundtrip_and_unknown_species():
 @pytest.mark.parametrize(
     ("change", "error", "match"),
     [
-        ({"positions": torch.zeros(0, 3), "species": torch.zeros(0, dtype=torch.long),
+        ({"positions": torch.zeros(0, 3), "species_index": torch.zeros(0, dtype=torch.long),
           "batch": torch.zeros(0, dtype=torch.long)}, ValueError, "empty"),
         ({"positions": torch.tensor([[0.0, float("nan"), 0.0]] * 3)}, ValueError, "NaN"),
-        ({"species": torch.tensor([0, 1, 7])}, ValueError, r"\[0, 5\)"),
-        ({"species": torch.tensor([0.0, 1.0, 2.0])}, TypeError, "integer"),
+        ({"species_index": torch.tensor([0, 1, 7])}, ValueError, r"\[0, 5\)"),
+        ({"species_index": torch.tensor([0.0, 1.0, 2.0])}, TypeError, "integer"),
         ({"positions": torch.zeros(3, 2)}, ValueError, "shape"),
         ({"batch": torch.tensor([0, 0, 0])}, ValueError, "no atoms"),
     ],
 )
 def test_encoder_bad_input(change, error, match):
     model = small_model().eval()
-    args = {"positions": torch.rand(3, 3), "species": torch.tensor([0, 1, 2]), "batch": torch.tensor([0, 1, 1]),
+    args = {"positions": torch.rand(3, 3), "species_index": torch.tensor([0, 1, 2]), "batch": torch.tensor([0, 1, 1]),
             "lengths": torch.full((2, 3), 4.0), "angles": torch.full((2, 3), 1.57)}
     args.update(change)
     with pytest.raises(error, match=match):
@@ -169,7 +169,7 @@ def test_save_and_load_roundtrip(tmp_path):
     model = small_model(query_encoding="fourier", n_frequencies=4).eval()
     path = save_nesf(model, tmp_path / "m.pt", meta={"note": "x"})
     loaded, info = load_nesf(path)
-    assert info["note"] == "x" and loaded.config() == model.config()
+    assert info["note"] == "x" and loaded.hypers == model.hypers
     pos, species, batch = torch.rand(4, 3), torch.tensor([0, 1, 2, 3]), torch.tensor([0, 0, 1, 1])
     lat = (torch.full((2, 3), 4.0), torch.full((2, 3), 1.57))
     queries, qb = torch.rand(5, 3), torch.tensor([0, 1, 0, 1, 1])

@@ -107,11 +107,11 @@ def test_training_through_trainer_checkpoints_and_resumes(tmp_path):
     val = load_nesf_set("lim_l6", "val", source="embedded").subset(range(6))
     model = tiny_model(train)
     loss_fn = NeSFLoss(QuerySampler(*train.bounding_box(), n_global=16, n_local=4, n_species=4))
-    cfg = dict(batch_size=8, quiet=True, out_dir=str(tmp_path), extra={"nesf": model.config()})
+    cfg = dict(batch_size=8, quiet=True, out_dir=str(tmp_path), extra={"nesf": model.hypers})
     Trainer(model, loss_fn, TrainConfig(epochs=1, **cfg), collate_fn=collate_crystals).fit(
         crystal_dataset(train, model), crystal_dataset(val, model))
     reloaded, info = load_nesf(tmp_path / "last.pt")
-    assert info["epoch"] == 1 and reloaded.config() == model.config()
+    assert info["epoch"] == 1 and reloaded.hypers == model.hypers
     model2 = tiny_model(train)
     trainer = Trainer(model2, loss_fn, TrainConfig(epochs=2, **cfg), collate_fn=collate_crystals)
     hist = trainer.fit(crystal_dataset(train, model2), crystal_dataset(val, model2))

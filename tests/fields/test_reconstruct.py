@@ -22,7 +22,7 @@ from pointsym.fields import (
 def _check_exact_recovery(crystals: CrystalSet) -> dict:
     lo, hi = crystals.bounding_box()
     recs = reconstruct(ExactField(crystals), lo, hi)
-    for c, r in zip(crystals, recs):
+    for c, r in zip(crystals, recs, strict=True):
         assert len(r.numbers) == len(c.numbers), c.id
     m = reconstruction_metrics(crystals, recs)
     assert m["atom_count_error_pct"] == 0.0
@@ -130,7 +130,7 @@ def test_freeze_tol_matches_reference_on_exact_field():
     lo, hi = crystals.bounding_box()
     ref = reconstruct(ExactField(crystals), lo, hi)
     fast = reconstruct(ExactField(crystals), lo, hi, ReconstructionParams(freeze_tol=1e-6))
-    for r, f in zip(ref, fast):
+    for r, f in zip(ref, fast, strict=True):
         np.testing.assert_allclose(np.sort(r.positions, axis=0), np.sort(f.positions, axis=0), atol=1e-9)
 
 

@@ -40,3 +40,16 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Unknown demo stage" in err and "Traceback" not in err
     assert main(["demo", "--device", "cuda:7", "--out", str(tmp_path), "--quiet"]) in (0, 1, 2)
+
+
+def test_report_tables_use_readable_names_and_rounding():
+    from pointsym.experiments.common.report import format_value, readable_name
+
+    assert readable_name("bare_forces_mae_ev_per_A") == "Bare forces MAE (eV/Å)"
+    assert readable_name("ecse_energy_mae_mev_per_atom") == "ECSE energy MAE (meV/atom)"
+    assert readable_name("train_seconds") == "Training time (s)"
+    assert readable_name("model_position_error_actual").endswith("(Å)")
+    assert format_value(0.435958) == "0.436"
+    assert format_value(1.2e-14) == "1.20e-14"
+    assert format_value(123456.7) == "123,457"
+    assert format_value(12) == "12"

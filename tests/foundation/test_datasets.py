@@ -85,8 +85,8 @@ def test_missing_data_root_gives_clear_error(tmp_path, monkeypatch):
 
 
 def test_read_atomistic_unifies_force_key_and_units(tmp_path):
-    from ase import Atoms
     import ase.io
+    from ase import Atoms
 
     a = Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]])
     a.info["energy"] = -10.0

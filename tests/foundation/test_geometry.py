@@ -39,6 +39,32 @@ def test_random_rotation_torch_backend():
     np.testing.assert_allclose(r.double().numpy(), random_rotation(3, seed=0), atol=1e-6)
 
 
+@pytest.mark.parametrize("fn", [random_rotation, random_z_rotation])
+def test_random_rotation_torch_generator(fn):
+    # A torch.Generator as seed: batched draws from torch's RNG (reproducible per generator seed).
+    a = fn(64, torch.Generator().manual_seed(3), backend="torch", dtype=torch.float32)
+    b = fn(64, torch.Generator().manual_seed(3), backend="torch", dtype=torch.float32)
+    assert a.shape == (64, 3, 3) and a.dtype == torch.float32
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    eye = torch.eye(3).expand(64, 3, 3)
+    torch.testing.assert_close(a @ a.transpose(1, 2), eye, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.linalg.det(a.double()), torch.ones(64, dtype=torch.float64), atol=1e-5, rtol=0)
+    assert fn(None, torch.Generator().manual_seed(0), backend="torch").shape == (3, 3)
+    # The global generator: the same stream as unseeded torch draws after torch.manual_seed.
+    torch.manual_seed(5)
+    g = fn(4, torch.default_generator, backend="torch")
+    torch.manual_seed(5)
+    assert torch.equal(g, fn(4, torch.default_generator, backend="torch"))
+    with pytest.raises(ValueError, match="backend='torch'"):
+        fn(2, torch.Generator())
+
+
+def test_random_rotation_torch_generator_is_haar():
+    mats = random_rotation(20000, torch.Generator().manual_seed(0), backend="torch").numpy()
+    assert np.abs(mats.mean(0)).max() < 0.02
+    np.testing.assert_allclose((mats**2).mean(0), 1 / 3, atol=0.01)
+
+
 def test_random_rotation_is_haar():
     # For Haar-random R, E[R] = 0 and E[R_ij^2] = 1/3: a check on the distribution, not just orthogonality.
     mats = random_rotation(20000, seed=0)
@@ -98,7 +124,7 @@ def _pairs(nl):
 def test_neighbor_list_matches_ase_periodic():
     atoms = bulk("Si", "diamond", a=5.43) * (2, 1, 1)
     atoms.rattle(0.05, seed=0)
-    nl = neighbor_list(atoms, cutoff=6.0)  # cutoff larger than the cell: many images
+    nl = neighbor_list(atoms, r_cut=6.0)  # cutoff larger than the cell: many images
     i, j, d = ase_neighbor_list("ijd", atoms, 6.0)
     assert sorted(zip(i.tolist(), j.tolist(), np.round(d, 8).tolist())) == _pairs(nl)
     vec = atoms.positions[nl.j] - atoms.positions[nl.i] + nl.shifts @ atoms.cell[:]
@@ -108,13 +134,13 @@ def test_neighbor_list_matches_ase_periodic():
 def test_neighbor_list_mixed_pbc_and_molecule():
     slab = bulk("Cu", "fcc", a=3.6, cubic=True)
     slab.pbc = [True, True, False]
-    nl = neighbor_list(slab, cutoff=4.0)
+    nl = neighbor_list(slab, r_cut=4.0)
     i, j, d = ase_neighbor_list("ijd", slab, 4.0)
     assert len(nl) == len(i)
     mol = molecule("CH4")
-    nl = neighbor_list(mol.positions, cutoff=1.5)
+    nl = neighbor_list(mol.positions, r_cut=1.5)
     assert len(nl) == 8 and np.all(nl.shifts == 0)
-    assert len(neighbor_list(np.zeros((0, 3)), cutoff=1.0)) == 0
+    assert len(neighbor_list(np.zeros((0, 3)), r_cut=1.0)) == 0
 
 
 @pytest.mark.parametrize("self_interaction", [False, True])
@@ -123,8 +149,8 @@ def test_neighbor_list_unsorted_has_the_same_pairs_on_a_skewed_periodic_cell(sel
     cell = np.array([[4.0, 0.0, 0.0], [1.7, 3.6, 0.0], [-1.1, 0.9, 3.3]])  # triclinic, strongly skewed
     positions = rng.random((7, 3)) @ cell
     kwargs = dict(cell=cell, pbc=True, self_interaction=self_interaction)
-    ref = neighbor_list(positions, 5.0, **kwargs)  # cutoff beyond the cell: many periodic images
-    fast = neighbor_list(positions, 5.0, sort=False, **kwargs)
+    ref = neighbor_list(positions, r_cut=5.0, **kwargs)  # cutoff beyond the cell: many periodic images
+    fast = neighbor_list(positions, r_cut=5.0, sort=False, **kwargs)
     assert len(ref) == len(fast) > 7 * 10
 
     def rows(nl):
@@ -142,7 +168,7 @@ def test_neighbor_list_unsorted_has_the_same_pairs_on_a_skewed_periodic_cell(sel
 
 def test_edge_vectors_differentiable():
     atoms = bulk("Si", "diamond", a=5.43)
-    nl = neighbor_list(atoms, cutoff=3.0)
+    nl = neighbor_list(atoms, r_cut=3.0)
     pos = torch.tensor(atoms.positions, requires_grad=True)
     cell = torch.tensor(atoms.cell[:], requires_grad=True)
     vec = edge_vectors(pos, torch.as_tensor(nl.i), torch.as_tensor(nl.j), nl.shifts, cell)
@@ -153,15 +179,15 @@ def test_edge_vectors_differentiable():
 
 def test_neighbor_list_bad_input():
     with pytest.raises(ValueError, match="'cell'"):
-        neighbor_list(np.zeros((2, 3)), 1.0, pbc=True)
-    with pytest.raises(ValueError, match="'cutoff'"):
-        neighbor_list(np.zeros((2, 3)), -1.0)
+        neighbor_list(np.zeros((2, 3)), r_cut=1.0, pbc=True)
+    with pytest.raises(ValueError, match="'r_cut'"):
+        neighbor_list(np.zeros((2, 3)), r_cut=-1.0)
     with pytest.raises(ValueError, match="NaN"):
-        neighbor_list(np.array([[0, 0, np.nan]]), 1.0)
+        neighbor_list(np.array([[0, 0, np.nan]]), r_cut=1.0)
     with pytest.raises(ValueError, match="shape"):
-        neighbor_list(np.zeros((2, 2)), 1.0)
+        neighbor_list(np.zeros((2, 2)), r_cut=1.0)
     with pytest.raises(ValueError, match="degenerate"):
-        neighbor_list(np.zeros((2, 3)), 1.0, cell=np.zeros((3, 3)), pbc=True)
+        neighbor_list(np.zeros((2, 3)), r_cut=1.0, cell=np.zeros((3, 3)), pbc=True)
 
 
 def test_icosahedral_rotations_torch_backend():

@@ -14,7 +14,7 @@ def _data(n=96, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 4, generator=g)
     y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]) + 0.1
-    return list(zip(x, y))
+    return list(zip(x, y, strict=True))
 
 
 def _loss(model, batch):
@@ -47,7 +47,7 @@ def test_resume_gives_identical_result(tmp_path):
     straight = run(tmp_path / "a", 6)
     run(tmp_path / "b", 3)  # interrupted after 3 epochs ...
     resumed = run(tmp_path / "b", 6)  # ... and resumed to 6
-    for p, q in zip(straight.parameters(), resumed.parameters()):
+    for p, q in zip(straight.parameters(), resumed.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-7)
     hist = json.loads((tmp_path / "b" / "metrics.json").read_text())["history"]
     assert [h["epoch"] for h in hist] == [1, 2, 3, 4, 5, 6]
@@ -87,7 +87,7 @@ def test_load_best_in_memory_without_out_dir():
     hist = trainer.fit(_data(), _data(32, seed=1))
     best = min(hist, key=lambda h: h["val_loss"])
     trainer.load_best()
-    x, y = zip(*_data(32, seed=1))
+    x, y = zip(*_data(32, seed=1), strict=True)
     with torch.no_grad():
         val = torch.nn.functional.mse_loss(trainer.model(torch.stack(x)), torch.stack(y)).item()
     assert abs(val - best["val_loss"]) < 1e-5 * max(1.0, val)

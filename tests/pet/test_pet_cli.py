@@ -62,7 +62,7 @@ def test_predict_with_a_random_model_is_equivariant_only_when_symmetrized(tmp_pa
     worst_e, worst_f = 0.0, 0.0
     for group in (out[:3], out[3:]):
         ref_e, ref_f = group[0].info["energy"], group[0].arrays["forces"]
-        for a, q in zip(group[1:], qs[1:]):
+        for a, q in zip(group[1:], qs[1:], strict=True):
             worst_e = max(worst_e, abs(a.info["energy"] - ref_e) / abs(ref_e))
             worst_f = max(worst_f, np.abs(a.arrays["forces"] - ref_f @ q.T).max() / np.abs(ref_f).max())
     if symmetrize:
@@ -75,7 +75,7 @@ def test_train_resume_and_predict_from_checkpoint(tmp_path):
     out = tmp_path / "run"
     common = ["pet-train", "--data", "methane", "--source", "embedded", "--batch-size", "10", "--max-train", "20",
               "--discrepancy-rotations", "3", "--discrepancy-structures", "2", "--out", str(out), "--quiet", *TINY]
-    assert run([*common, "--epochs", "1", "--max-eval", "2"]) == 0
+    assert run([*common, "--epochs", "1", "--max-test", "2"]) == 0
     first = json.loads((out / "results.json").read_text())
     assert first["epochs_run"] == 1 and first["n_train"] == 20 and first["n_test"] == 25
     assert first["test"]["ecse"]["rotational_discrepancy"]["forces_rel_max"] < 1e-4  # float32 noise
@@ -86,7 +86,7 @@ def test_train_resume_and_predict_from_checkpoint(tmp_path):
     assert "command" in first and "provenance" in first
     # A second invocation resumes from checkpoints/last.pt instead of starting over.
     assert (out / "learning_curve.png").is_file() and (out / "errors_test.png").is_file()
-    assert run([*common, "--epochs", "2", "--no-eval-ecse", "--max-eval", "1", "--no-plots"]) == 0
+    assert run([*common, "--epochs", "2", "--no-eval-ecse", "--max-test", "1", "--no-plots"]) == 0
     second = json.loads((out / "results.json").read_text())
     assert second["epochs_run"] == 2 and second["history"][0] == first["history"][0]
     assert "ecse" not in second["test"]

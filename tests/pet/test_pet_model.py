@@ -7,8 +7,8 @@ import ase
 import numpy as np
 import pytest
 import torch
-from _pet_helpers import small_pet
 
+from helpers import energy_forces_fn, small_pet
 from pointsym.geometry import neighbor_list
 from pointsym.models._pet_layers import neighbor_layout
 from pointsym.models.pet import PET
@@ -39,12 +39,9 @@ def test_periodic_images_supercell_and_origin_shift(si_crystal):
 
 def test_translation_and_permutation_invariant_but_not_rotation_invariant(water_like):
     model = small_pet(["H", "O"])
-    inputs = {"positions": torch.tensor(water_like.positions), "species": torch.tensor(water_like.numbers)}
+    inputs = {"positions": torch.tensor(water_like.positions), "numbers": torch.tensor(water_like.numbers)}
 
-    def fn(positions, species):
-        out = energy_and_forces(model, positions, species)
-        return out["energy"], out["forces"]
-
+    fn = energy_forces_fn(model)
     for kind in ("translation", "permutation"):
         assert_equivariant(fn, inputs, kind, outputs=("invariant", "atom_vector"), rtol=1e-10, n_trials=3)
     err = equivariance_error(fn, inputs, "rotation", outputs=("invariant", "atom_vector"), n_trials=3)
@@ -53,12 +50,9 @@ def test_translation_and_permutation_invariant_but_not_rotation_invariant(water_
 
 def test_length_only_pet_is_exactly_invariant(water_like):
     model = small_pet(["H", "O"], use_only_length=True)
-    inputs = {"positions": torch.tensor(water_like.positions), "species": torch.tensor(water_like.numbers)}
+    inputs = {"positions": torch.tensor(water_like.positions), "numbers": torch.tensor(water_like.numbers)}
 
-    def fn(positions, species):
-        out = energy_and_forces(model, positions, species)
-        return out["energy"], out["forces"]
-
+    fn = energy_forces_fn(model)
     for kind in ("rotation", "reflection"):
         assert_equivariant(fn, inputs, kind, outputs=("invariant", "atom_vector"), rtol=1e-10, n_trials=5)
 
@@ -70,14 +64,14 @@ def test_forces_and_stress_are_exact_derivatives(si_crystal):
     rng = np.random.default_rng(0)
     h = 1e-5
     d = torch.tensor(rng.normal(size=b.positions.shape))
-    ep = model(b.positions + h * d, b.species, b.cell, b.pbc)
-    em = model(b.positions - h * d, b.species, b.cell, b.pbc)
+    ep = model(b.positions + h * d, b.numbers, b.cell, b.pbc)
+    em = model(b.positions - h * d, b.numbers, b.cell, b.pbc)
     assert abs(float((ep - em).detach()) / (2 * h) + float((out["forces"] * d).sum())) < 1e-6
     eps = torch.tensor(rng.normal(size=(3, 3)))
     eps = 0.5 * (eps + eps.T)
     eye = torch.eye(3, dtype=torch.float64)
-    ep = model(b.positions @ (eye + h * eps), b.species, b.cell @ (eye + h * eps), b.pbc)
-    em = model(b.positions @ (eye - h * eps), b.species, b.cell @ (eye - h * eps), b.pbc)
+    ep = model(b.positions @ (eye + h * eps), b.numbers, b.cell @ (eye + h * eps), b.pbc)
+    em = model(b.positions @ (eye - h * eps), b.numbers, b.cell @ (eye - h * eps), b.pbc)
     volume = abs(float(torch.linalg.det(b.cell[0])))
     assert abs(float((ep - em).detach()) / (2 * h) / volume - float((out["stress"][0] * eps).sum())) < 1e-8
 
@@ -101,7 +95,7 @@ def test_cutoff_makes_energy_and_forces_vanish_continuously():
 def test_reverse_edges_in_small_periodic_cells():
     cell = np.diag([2.2, 2.5, 6.0])  # tiny cell: atoms see their own periodic images
     pos = np.array([[0.1, 0.2, 0.3], [1.2, 1.3, 2.0]])
-    nl = neighbor_list(pos, 3.0, cell=cell, pbc=True)
+    nl = neighbor_list(pos, cell=cell, pbc=True, r_cut=3.0)
     slot, reverse, max_nb = neighbor_layout(nl.i, nl.j, nl.shifts, 2)
     assert (reverse >= 0).all()
     assert (nl.i[reverse] == nl.j).all() and (nl.j[reverse] == nl.i).all()
@@ -135,7 +129,7 @@ def test_hypers_rebuild_the_same_model(tmp_path, water_like):
 def test_bad_input_gives_clear_errors(water_like):
     model = small_pet(["H", "O"])
     x, z = torch.tensor(water_like.positions), torch.tensor(water_like.numbers)
-    with pytest.raises(ValueError, match=r"Species \[6\] are not in this model's species \[1, 8\]"):
+    with pytest.raises(ValueError, match=r"Atomic numbers \[6\] are not in this model's species \[1, 8\]"):
         model(x, torch.tensor([8, 1, 1, 6, 1, 1]))
     with pytest.raises(ValueError, match="Overlapping atoms in structure 0: atoms 0 and 6"):
         model(torch.cat([x, x[:1] + 1e-3]), torch.cat([z, z[:1]]))

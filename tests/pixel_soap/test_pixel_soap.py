@@ -137,7 +137,7 @@ def test_pixel_spectrum_invariant_under_image_rotation_and_mirror(backend: str) 
         np.testing.assert_allclose(moved, ref, rtol=0, atol=1e-9 * np.abs(ref).max(), err_msg=name)
     # A different pixel of the same digit has a different spectrum (the check above is not vacuous).
     far = []
-    for k, (r, c) in zip(idx, pixels):
+    for k, (r, c) in zip(idx, pixels, strict=True):
         kept = np.argwhere(images[k] >= 10)
         far.append(kept[np.argmax(np.abs(kept - [r, c]).sum(1))])
     other = ps.pixel_spectra(images, idx, np.array(far), soap)
@@ -258,7 +258,7 @@ def test_cli_train_noise_rotations_compress_end_to_end(tmp_path) -> None:  # noq
     small = ["--r-cut", "10", "--n-max", "3", "--l-max", "2", "--sigma", "1.5"]
     common = ["--out", out, "--quiet", "--seed", "1"]
     assert _run(["pixel-soap", "train", *common, *small, "--source", "embedded", "--backend", "dscribe",
-                 "--n-train", "300", "--n-test", "40", "--epochs", "2", "--hidden", "16,8", "--name", "tiny"]) == 0
+                 "--max-train", "300", "--max-test", "40", "--epochs", "2", "--hidden", "16,8", "--name", "tiny"]) == 0
     rec = json.loads((tmp_path / "tiny.json").read_text())
     for key in ("test_accuracy", "test_recall", "test_precision", "test_f1", "params", "epochs", "command"):
         assert key in rec
@@ -269,14 +269,14 @@ def test_cli_train_noise_rotations_compress_end_to_end(tmp_path) -> None:  # noq
     assert bundle["model"].n_features == 18
     # Resume: a second call with more epochs continues from the checkpoint (3 epochs in total).
     assert _run(["pixel-soap", "train", *common, *small, "--source", "embedded", "--backend", "dscribe",
-                 "--n-train", "300", "--n-test", "40", "--epochs", "3", "--hidden", "16,8", "--name", "tiny"]) == 0
+                 "--max-train", "300", "--max-test", "40", "--epochs", "3", "--hidden", "16,8", "--name", "tiny"]) == 0
     rec2 = json.loads((tmp_path / "tiny.json").read_text())
     assert rec2["epochs"] == 3 and rec2["history"][:2] == rec["history"]
 
-    assert _run(["pixel-soap", "noise", *common, "--model", "tiny", "--n-test", "10", "--steps", "2"]) == 0
+    assert _run(["pixel-soap", "noise", *common, "--model", "tiny", "--max-test", "10", "--steps", "2"]) == 0
     noise = json.loads((tmp_path / "noise.json").read_text())
     assert [round(r["sigma_disturbance"], 6) for r in noise["curve"]] == [0.1, 5.0]
-    assert _run(["pixel-soap", "rotations", *common, "--model", "tiny", "--n-test", "10", "--cnn-train", "40",
+    assert _run(["pixel-soap", "rotations", *common, "--model", "tiny", "--max-test", "10", "--cnn-train", "40",
                  "--cnn-epochs", "1", "--patch-half", "5"]) == 0
     rot = json.loads((tmp_path / "rotations.json").read_text())
     soap_acc = {r["transform"]: r["soap_mlp_accuracy"] for r in rot["results"]}

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _ecse_helpers import tiny_pet
 
-from pointsym.symmetrize import ECSE, NeighborMLP, rotational_discrepancy
-
+from helpers import tiny_pet
 from pointsym.structures import autograd_energy_forces, energy_and_forces
+from pointsym.symmetrize import ECSE, NeighborMLP, rotational_discrepancy
 
 
 def _cat(a, b):
@@ -19,7 +18,8 @@ def _cat(a, b):
     cell_b = b.get("cell", torch.zeros(3, 3, dtype=torch.float64)).reshape(1, 3, 3)
     pbc_a = a.get("pbc", torch.zeros(3, dtype=torch.bool)).reshape(1, 3)
     pbc_b = b.get("pbc", torch.zeros(3, dtype=torch.bool)).reshape(1, 3)
-    return {"positions": torch.cat([a["positions"], b["positions"]]), "species": torch.cat([a["species"], b["species"]]),
+    return {"positions": torch.cat([a["positions"], b["positions"]]),
+            "numbers": torch.cat([a["numbers"], b["numbers"]]),
             "cell": torch.cat([cell_a, cell_b]), "pbc": torch.cat([pbc_a, pbc_b]),
             "batch": torch.cat([torch.zeros(n_a, dtype=torch.long), torch.ones(n_b, dtype=torch.long)])}
 
@@ -69,8 +69,8 @@ def test_unbatched_models_are_supported(methane):
     torch.manual_seed(0)
     mlp = NeighborMLP(r_cut=3.0, hidden=8, n_features=8).double()
 
-    def single(positions, species, cell, pbc):  # one structure, no batch argument
-        out = mlp(positions, species, cell, pbc)
+    def single(positions, numbers, cell, pbc):  # one structure, no batch argument
+        out = mlp(positions, numbers, cell, pbc)
         return {k: v[0] if k in ("energy", "vector") else v for k, v in out.items()}
 
     batched = ECSE(mlp, r_cut=3.0, outputs=NeighborMLP.OUTPUTS)(**methane)
@@ -82,7 +82,7 @@ def test_unbatched_models_are_supported(methane):
 def test_rotational_discrepancy_metric(methane):
     import ase
 
-    atoms = ase.Atoms(numbers=methane["species"].numpy(), positions=methane["positions"].numpy())
+    atoms = ase.Atoms(numbers=methane["numbers"].numpy(), positions=methane["positions"].numpy())
     model = tiny_pet([6, 1], r_cut=3.0)
     bare = rotational_discrepancy(model.predict, atoms, n_rotations=6, reflections=True)
     sym = rotational_discrepancy(ECSE(model, r_cut=3.0).predict, atoms, n_rotations=6, reflections=True)
@@ -109,11 +109,11 @@ def test_bad_input_gives_clear_errors(methane):
     sym = ECSE(tiny_pet([6, 1], r_cut=3.0), r_cut=3.0)
     pos = methane["positions"]
     with pytest.raises(ValueError, match="NaN"):
-        sym(pos.clone().fill_(float("nan")), methane["species"])
+        sym(pos.clone().fill_(float("nan")), methane["numbers"])
     with pytest.raises(ValueError, match="Overlapping atoms"):
-        sym(torch.cat([pos, pos[:1]]), torch.cat([methane["species"], methane["species"][:1]]))
+        sym(torch.cat([pos, pos[:1]]), torch.cat([methane["numbers"], methane["numbers"][:1]]))
     with pytest.raises(ValueError, match="Empty structure"):
-        sym(pos[:0], methane["species"][:0])
+        sym(pos[:0], methane["numbers"][:0])
     with pytest.raises(ValueError, match="not in this model's species"):
         sym(pos, torch.tensor([6, 1, 1, 1, 8]))
     with pytest.raises(ValueError, match="max_frames"):

@@ -6,23 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _ecse_helpers import tiny_pet
 
-from pointsym.symmetrize import ECSE, NeighborMLP
-
+from helpers import energy_forces_fn, tiny_pet
 from pointsym.structures import energy_and_forces
+from pointsym.symmetrize import ECSE, NeighborMLP
 from pointsym.testing import assert_equivariant, equivariance_error
 
 N_ROT = 20
 MLP_TYPES = {"energy": "invariant", "vector": "vector", "atom_energy": "atom_invariant", "atom_vector": "atom_vector"}
-
-
-def energy_forces_fn(model):
-    def fn(positions, species, cell=None, pbc=None):
-        out = energy_and_forces(model, positions, species, cell, pbc)
-        return out["energy"], out["forces"]
-
-    return fn
 
 
 @pytest.mark.parametrize("structure", ["methane", "si_cell"])
@@ -44,7 +35,7 @@ def test_symmetrized_pet_is_exactly_o3_equivariant_and_bare_pet_is_not(structure
 
 def test_generic_wrapper_on_a_non_equivariant_mlp():
     x = torch.tensor(np.random.default_rng(2).normal(scale=1.1, size=(7, 3)))
-    inputs = {"positions": x, "species": torch.tensor([1, 1, 6, 6, 8, 1, 1])}
+    inputs = {"positions": x, "numbers": torch.tensor([1, 1, 6, 6, 8, 1, 1])}
     torch.manual_seed(1)
     mlp = NeighborMLP(r_cut=3.0, hidden=8, n_features=8).double()
     bare = equivariance_error(mlp, inputs, "rotation", outputs=MLP_TYPES, n_trials=5)
@@ -70,8 +61,8 @@ def test_rank2_tensor_outputs_rotate_as_m_t_mT(si_cell):
     torch.manual_seed(3)
     mlp = NeighborMLP(r_cut=3.5, hidden=8, n_features=8).double()
 
-    def tensor_model(positions, species, cell, pbc, batch):
-        out = mlp(positions, species, cell, pbc, batch)
+    def tensor_model(positions, numbers, cell, pbc, batch):
+        out = mlp(positions, numbers, cell, pbc, batch)
         v, t = out["atom_vector"], out["vector"]
         # Deliberately non-equivariant rank-2 outputs (mixing in raw coordinates).
         atom_t = v[:, :, None] * (v[:, None, :] + positions[:, None, :] ** 2)
@@ -94,7 +85,7 @@ def test_rank2_tensor_outputs_rotate_as_m_t_mT(si_cell):
 ], ids=["diatomic", "linear_triatomic"])
 def test_collinear_molecules_use_the_equivariant_fallback(positions):
     z = [6, 8] if len(positions) == 2 else [6, 8, 8]
-    inputs = {"positions": torch.tensor(positions, dtype=torch.float64), "species": torch.tensor(z)}
+    inputs = {"positions": torch.tensor(positions, dtype=torch.float64), "numbers": torch.tensor(z)}
     model = tiny_pet([6, 8], r_cut=3.0)
     sym = ECSE(model, r_cut=3.0)
     for kind in ("rotation", "reflection"):

@@ -29,7 +29,7 @@ def _q(s, w, d):  # switch-on, written out
 
 def _slow_frames(pos, cfg):
     """Per-atom R_in and unpruned weights of every ordered pair, with plain loops."""
-    nl = neighbor_list(pos, cfg.search_cutoff)
+    nl = neighbor_list(pos, r_cut=cfg.search_cutoff)
     beta, t_beta = cfg.beta, 0.2784645427610738 / cfg.beta
     r_in, weights = [], {}
     for i in range(len(pos)):
@@ -74,7 +74,7 @@ def test_frames_match_slow_reference(methane):
     assert np.allclose(fs.r_in.numpy(), r_in, atol=1e-12)
     assert len(weights) == int(fs.weights.numel()) == int(fs.n_candidates[0])
     # Every reference frame (first axis along r_a, second along r_a x r_b) is present with its weight.
-    nl = neighbor_list(pos, cfg.search_cutoff)
+    nl = neighbor_list(pos, r_cut=cfg.search_cutoff)
     got = fs.rotations[:, :, :2].transpose(1, 2).reshape(-1, 6).numpy()
     for (a, b), w in weights.items():
         n = np.cross(nl.vectors[a], nl.vectors[b])

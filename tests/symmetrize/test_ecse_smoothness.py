@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from _ecse_helpers import tiny_pet
 
+from helpers import tiny_pet
+from pointsym.structures import energy_and_forces
 from pointsym.symmetrize import ECSE, NeighborMLP
 
-from pointsym.structures import energy_and_forces
 
-
-def _path_profile(model, pos_fn, ts, species, cache=None):
+def _path_profile(model, pos_fn, ts, numbers, cache=None):
     """Energies, path derivatives dE/dt = -F . dx/dt and ECSE statistics along a path
     (``cache`` maps t to already computed values)."""
-    z = torch.tensor(species)
+    z = torch.tensor(numbers)
     cache = {} if cache is None else cache
     for t in ts:
         if float(t) in cache:
@@ -38,14 +37,14 @@ def _mismatch(energies, slopes, ts):
     return np.diff(energies) - 0.5 * (slopes[1:] + slopes[:-1]) * np.diff(ts)
 
 
-def _zoom(model, pos_fn, species, lo, hi, metric, cache, *, n_refine=4, levels=6):
+def _zoom(model, pos_fn, numbers, lo, hi, metric, cache, *, n_refine=4, levels=6):
     """Refine [lo, hi] ``levels`` times, always into the sub-interval where ``metric`` (of
     energies, slopes, times; one value per sub-interval) is largest; return the largest
     value of every level."""
     history = []
     for _ in range(levels):
         sub_t = np.linspace(lo, hi, n_refine + 1)
-        e, sl, _ = _path_profile(model, pos_fn, sub_t, species, cache)
+        e, sl, _ = _path_profile(model, pos_fn, sub_t, numbers, cache)
         values = metric(e, sl, sub_t)
         j = int(np.argmax(values))
         history.append(values[j])
@@ -53,7 +52,7 @@ def _zoom(model, pos_fn, species, lo, hi, metric, cache, *, n_refine=4, levels=6
     return history
 
 
-def _assert_smooth(model, pos_fn, ts, species):
+def _assert_smooth(model, pos_fn, ts, numbers):
     """Energies are continuous, forces are their gradient and are continuous along the path.
 
     Two discrepancies are measured per interval: the energy increment minus the trapezoid
@@ -65,7 +64,7 @@ def _assert_smooth(model, pos_fn, ts, species):
     them) and each discrepancy must still be shrinking at the last level.
     """
     cache: dict = {}
-    energies, slopes, stats = _path_profile(model, pos_fn, ts, species, cache)
+    energies, slopes, stats = _path_profile(model, pos_fn, ts, numbers, cache)
 
     def energy_gap(e, sl, t):
         return np.abs(_mismatch(e, sl, t))
@@ -76,7 +75,7 @@ def _assert_smooth(model, pos_fn, ts, species):
     for metric, what in ((energy_gap, "energy"), (force_jump, "forces")):
         coarse = metric(energies, slopes, ts)
         k = int(np.argmax(coarse))
-        history = _zoom(model, pos_fn, species, ts[k], ts[k + 1], metric, cache)
+        history = _zoom(model, pos_fn, numbers, ts[k], ts[k + 1], metric, cache)
         assert history[-1] <= 0.5 * history[-2] + 1e-13, (f"{what} not continuous near t={ts[k]}", history)
     return energies, slopes, stats
 
@@ -120,7 +119,8 @@ def test_energy_and_forces_are_smooth_when_pruning_switches_the_dominant_centre(
 
     def pos(t):  # isosceles triangle, apex angle t: the best frames move from the base atoms to the apex
         a = np.deg2rad(t) / 2
-        return np.array([[0.0, 0.0, 0.0], [1.1 * np.sin(a), 1.1 * np.cos(a), 0.0], [-1.1 * np.sin(a), 1.1 * np.cos(a), 0.0]])
+        return np.array([[0.0, 0.0, 0.0], [1.1 * np.sin(a), 1.1 * np.cos(a), 0.0],
+                         [-1.1 * np.sin(a), 1.1 * np.cos(a), 0.0]])
 
     ts = np.linspace(45.0, 80.0, 11)
     _, _, stats = _assert_smooth(sym, pos, ts, [8, 1, 1])

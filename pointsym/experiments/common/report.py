@@ -12,7 +12,7 @@ from typing import Any
 
 from pointsym.experiments.common.results import to_jsonable
 
-__all__ = ["Section", "write_report"]
+__all__ = ["Section", "format_value", "readable_name", "write_report"]
 
 
 @dataclass
@@ -36,10 +36,62 @@ class Section:
     error: str | None = None
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return html.escape(str(v))
+# Unit suffixes of metric keys -> the unit shown in the report's tables.
+_UNIT_SUFFIXES = (
+    ("_mev_per_atom", "meV/atom"), ("_ev_per_A", "eV/Å"), ("_per_s", "1/s"), ("_seconds", "s"),
+    ("_pct", "%"), ("_percent", "%"),
+)
+# Keys whose unit is implied by their meaning rather than a suffix.
+_IMPLIED_UNITS = (("position_error_actual", "Å"), ("position_error", "Å"))
+_WORDS = {
+    "mae": "MAE", "rmse": "RMSE", "rms": "RMS", "soap": "SOAP", "pca": "PCA", "pc1": "PC1", "pc2": "PC2",
+    "ecse": "ECSE", "csnn": "CSNN", "pet": "PET", "nesf": "NeSF", "mnist": "MNIST", "si": "Si", "so3": "SO(3)",
+    "z": "z", "fd": "finite differences", "rel": "relative", "n": "number of", "f1": "F1", "modelnet10": "ModelNet10",
+    "lim": "lim", "l6": "l6", "frame0": "frame 0", "5a": "5 Å", "float64": "(float64)", "rot90": "90° rotation",
+    "vs": "vs", "ico": "icosahedral",
+}
+
+
+def readable_name(key: str) -> str:
+    """A metric key such as ``"bare_forces_mae_ev_per_A"`` as table text ("Bare forces MAE (eV/Å)").
+
+    Underscores become spaces, abbreviations are capitalised as in the papers, and a unit
+    suffix (``_mev_per_atom``, ``_ev_per_A``, ``_seconds``, ``_pct``, ...) becomes a unit in
+    parentheses.
+    """
+    unit = ""
+    if key in ("train_seconds", "spectra_seconds"):
+        key = {"train_seconds": "training_time_seconds", "spectra_seconds": "spectra_time_seconds"}[key]
+    for suffix, u in _UNIT_SUFFIXES:
+        if key.endswith(suffix):
+            key, unit = key[: -len(suffix)], u
+            break
+    else:
+        for stem, u in _IMPLIED_UNITS:
+            if key.endswith(stem):
+                unit = u
+                break
+    words = [_WORDS.get(w.lower(), w) for w in key.replace("lim_l6", "lim_l6").split("_") if w]
+    text = " ".join(words).replace("lim l6", "lim_l6")
+    text = text[:1].upper() + text[1:] if text else text
+    return f"{text} ({unit})" if unit else text
+
+
+def format_value(v: Any) -> str:
+    """Numbers rounded for reading: 4 significant digits, scientific below 1e-3, thousands separators."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return html.escape(str(v))
+    if isinstance(v, int):
+        return f"{v:,}"
+    if v != v or v in (float("inf"), float("-inf")):
+        return str(v)
+    if v == 0:
+        return "0"
+    if abs(v) < 1e-3:
+        return f"{v:.2e}"
+    if abs(v) >= 1e4:
+        return f"{v:,.0f}"
+    return f"{v:.4g}"
 
 
 def write_report(sections: list[Section], out_dir: str | os.PathLike[str], *, title: str = "pointsym demo",
@@ -65,7 +117,8 @@ def write_report(sections: list[Section], out_dir: str | os.PathLike[str], *, ti
         if s.error:
             parts.append(f"<p class='err'>Stage failed: {html.escape(s.error)}</p>")
         if s.metrics:
-            rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td></tr>" for k, v in s.metrics.items())
+            rows = "".join(f"<tr><th title='{html.escape(str(k))}'>{html.escape(readable_name(str(k)))}</th>"
+                           f"<td>{format_value(v)}</td></tr>" for k, v in s.metrics.items())
             parts.append(f"<table>{rows}</table>")
         for fname, caption in s.images:
             parts.append(f"<figure><img src='{html.escape(fname)}' alt='{html.escape(caption)}'>"

@@ -19,7 +19,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,12 @@ import numpy as np
 import torch
 
 from pointsym.core import check_choice, check_int, check_positive
-from pointsym.experiments.common.cli import add_common_arguments, progress
+from pointsym.experiments.common.cli import (
+    add_common_arguments,
+    add_dataclass_arguments,
+    config_from_args,
+    progress,
+)
 from pointsym.experiments.common.results import save_results
 
 __all__ = [
@@ -45,6 +50,21 @@ __all__ = [
 ]
 
 ROTATIONS = ("z", "so3")
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+
+
+def _rot_tuple(text: str) -> tuple[str, ...]:
+    vals = tuple(t.strip().lower() for t in text.split(",") if t.strip())
+    for v in vals:
+        if v not in ROTATIONS:
+            raise argparse.ArgumentTypeError(f"expected z, so3 or z,so3 (got {text!r})")
+    return vals
 
 
 @dataclass
@@ -65,27 +85,32 @@ class ShapesConfig:
         seed: seed of the split, initialisation, augmentation and test rotations.
     """
 
-    model: str = "csnn"
-    train_rot: str = "z"
-    test_rot: tuple[str, ...] = ("z", "so3")
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 2.7e-7
-    train_per_class: int | None = None
-    val_fraction: float = 0.1
-    votes: int = 1
-    n_points: int = 1024
-    level: int = 2
-    n_shells: int = 4
-    n_channels: int = 4
-    base_width: int = 16
-    hidden: tuple[int, ...] = (256, 128)
-    dropout: float = 0.14
-    mapping: str = "rbf"
-    radial_kernel: int = 3
-    pointnet_scale: float = 0.25
-    seed: int = 0
+    model: str = field(default="csnn", metadata={"help": "model", "choices": ("csnn", "pointnet")})
+    train_rot: str = field(default="z", metadata={"help": "training rotations", "choices": ROTATIONS})
+    test_rot: tuple[str, ...] = field(default=("z", "so3"), metadata={
+        "help": "test rotations, comma-separated", "type": _rot_tuple, "metavar": "z,so3"})
+    epochs: int = field(default=10, metadata={"help": "epochs"})
+    batch_size: int = field(default=32, metadata={"help": "batch size", "unit": "shapes"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate, cosine decay"})
+    weight_decay: float = field(default=2.7e-7, metadata={"help": "Adam weight decay"})
+    train_per_class: int | None = field(default=None, metadata={
+        "help": "at most this many training shapes per class", "default_help": "all"})
+    val_fraction: float = field(default=0.1, metadata={"help": "held-out validation part of the training split"})
+    votes: int = field(default=1, metadata={"help": "test-time rotation votes per shape"})
+    n_points: int = field(default=1024, metadata={"help": "points per cloud"})
+    level: int = field(default=2, metadata={"help": "icosphere level", "group": "CSNN"})
+    n_shells: int = field(default=4, metadata={"help": "spatial shells R", "group": "CSNN"})
+    n_channels: int = field(default=4, metadata={"help": "fine shells per spatial shell C", "group": "CSNN"})
+    base_width: int = field(default=16, metadata={"help": "first block width", "group": "CSNN"})
+    hidden: tuple[int, ...] = field(default=(256, 128), metadata={
+        "help": "head hidden sizes", "type": _int_tuple, "metavar": "256,128", "group": "CSNN"})
+    dropout: float = field(default=0.14, metadata={"help": "head dropout", "group": "CSNN"})
+    mapping: str = field(default="rbf", metadata={"help": "grid mapping", "choices": ("rbf", "constant"),
+                                                  "group": "CSNN"})
+    radial_kernel: int = field(default=3, metadata={"help": "co-radial kernel size", "group": "CSNN"})
+    pointnet_scale: float = field(default=0.25, metadata={"help": "width multiplier of PointNet (1.0 = original)",
+                                                          "group": "PointNet"})
+    seed: int = field(default=0, metadata={"cli": False})  # the shared --seed of the run group
 
     def validate(self) -> ShapesConfig:
         check_choice("model", self.model, ("csnn", "pointnet"))
@@ -136,22 +161,27 @@ def _split_train_val(labels: np.ndarray, val_fraction: float, per_class: int | N
 # --------------------------------------------------------------------------- rotations / augmentation
 
 
+def _default_generator(device: Any) -> torch.Generator:
+    """The global torch generator of ``device`` (what unseeded ``torch.rand(..., device=device)`` uses)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    return torch.default_generator
+
+
 def _torch_rotations(n: int, kind: str, *, dtype: torch.dtype, device: Any,
                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """``n`` random rotation matrices from the torch RNG: about z, or Haar on SO(3)."""
-    if kind == "z":
-        a = torch.rand(n, generator=generator, dtype=dtype, device=device) * (2 * math.pi)
-        c, s = torch.cos(a), torch.sin(a)
-        zero, one = torch.zeros_like(a), torch.ones_like(a)
-        return torch.stack([c, -s, zero, s, c, zero, zero, zero, one], -1).view(n, 3, 3)
-    # A normalised 4-D Gaussian is a uniform unit quaternion -> Haar measure on SO(3).
-    q = torch.randn(n, 4, generator=generator, dtype=dtype, device=device)
-    w, x, y, z = (q / q.norm(dim=1, keepdim=True)).unbind(1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
-        2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
-        2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y),
-    ], -1).view(n, 3, 3)
+    """``n`` random rotation matrices from the torch RNG: about z, or Haar on SO(3).
+
+    Drawn by :func:`pointsym.geometry.random_z_rotation` / :func:`~pointsym.geometry.random_rotation`
+    from ``generator`` (default: the global generator of ``device``), so that the Trainer's
+    checkpointed torch RNG state makes the augmentation resumable.
+    """
+    from pointsym.geometry import random_rotation, random_z_rotation
+
+    gen = generator if generator is not None else _default_generator(device)
+    sample = random_z_rotation if kind == "z" else random_rotation
+    return sample(n, gen, backend="torch", dtype=dtype, device=device)
 
 
 def rotate_batch(points: torch.Tensor, kind: str, *, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -333,24 +363,11 @@ def run(cfg: ShapesConfig, *, out_dir: str | Path, run_name: str | None = None, 
 
 
 def _plot_curves(history: list[dict[str, Any]], tests: dict[str, Any], path: Path, title: str) -> None:
-    from pointsym.experiments.common.plotting import plt, savefig
+    from pointsym.experiments.common.plotting import plot_history
 
-    ep = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
-    ax[0].plot(ep, [h["train_loss"] for h in history], label="train")
-    ax[0].plot(ep, [h["val_loss"] for h in history], label="val")
-    ax[0].set_xlabel("epoch")
-    ax[0].set_ylabel("cross-entropy")
-    ax[0].legend()
-    ax[1].plot(ep, [h["train_acc"] for h in history], label="train (augmented)")
-    ax[1].plot(ep, [h["val_acc"] for h in history], label="val")
-    for rot, res in tests.items():
-        ax[1].axhline(res["accuracy"], ls="--", color="k" if rot == "so3" else "gray", label=f"test {rot}")
-    ax[1].set_xlabel("epoch")
-    ax[1].set_ylabel("accuracy")
-    ax[1].legend(fontsize=7)
-    fig.suptitle(title)
-    savefig(fig, path)
+    plot_history(history, path, panels=[("loss", "cross-entropy loss"), ("acc", "accuracy (fraction)")],
+                 splits=[("train", "train (augmented)"), ("val", "validation")], title=title,
+                 reference_lines={"acc": [(res["accuracy"], f"test {rot}") for rot, res in tests.items()]})
 
 
 # --------------------------------------------------------------------------- runtime vs shells
@@ -484,33 +501,11 @@ def summarize(out_dir: str | Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------- CLI
 
 
-def _int_tuple(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
-
-
-def _rot_tuple(text: str) -> tuple[str, ...]:
-    vals = tuple(t.strip().lower() for t in text.split(",") if t.strip())
-    for v in vals:
-        if v not in ROTATIONS:
-            raise argparse.ArgumentTypeError(f"expected z, so3 or z,so3 (got {text!r})")
-    return vals
-
-
 def _main(args: argparse.Namespace) -> int:
     if args.summarize:
         summarize(args.out)
         return 0
-    cfg = ShapesConfig(
-        model=args.model, train_rot=args.train_rot, test_rot=args.test_rot, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        train_per_class=args.train_per_class, val_fraction=args.val_fraction, votes=args.votes,
-        n_points=args.n_points, level=args.level, n_shells=args.n_shells, n_channels=args.n_channels,
-        base_width=args.base_width, hidden=args.hidden, dropout=args.dropout, mapping=args.mapping,
-        radial_kernel=args.radial_kernel, pointnet_scale=args.pointnet_scale, seed=args.seed,
-    ).validate()
+    cfg = config_from_args(ShapesConfig, args).validate()
     if args.benchmark_shells:
         benchmark_shells(cfg, list(args.benchmark_shells), n_batches=args.benchmark_batches, out_dir=args.out,
                          source=args.source, data_dir=args.data_dir, device=args.device, quiet=args.quiet)
@@ -531,38 +526,9 @@ def register(sub: Any) -> None:
         help="rotated ModelNet10 classification with a CSNN or PointNet (z/z, z/SO3, SO3/SO3)",
         description=__doc__.split("\n\n")[0],
     )
-    add_common_arguments(p, results="results/csnn_shapes")
-    d = ShapesConfig()
-    p.add_argument("--model", choices=("csnn", "pointnet"), default=d.model, help="model (default: csnn)")
-    p.add_argument("--train-rot", choices=ROTATIONS, default=d.train_rot, help="training rotations (default: z)")
-    p.add_argument("--test-rot", type=_rot_tuple, default=d.test_rot,
-                   help="test rotations, comma-separated (default: z,so3)")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default: {d.epochs})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"batch size (default: {d.batch_size})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate, cosine decay (default: {d.lr})")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"(default: {d.weight_decay})")
-    p.add_argument("--train-per-class", type=int, default=None,
-                   help="at most this many training shapes per class (default: all)")
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
-                   help=f"held-out validation part of the training split (default: {d.val_fraction})")
-    p.add_argument("--votes", type=int, default=d.votes, help="test-time rotation votes per shape (default: 1)")
-    p.add_argument("--n-points", type=int, default=d.n_points, help="points per cloud (default: 1024)")
-    p.add_argument("--source", choices=("full", "embedded"), default="full",
-                   help="ModelNet10 from the data root (full) or the embedded subset (default: full)")
+    add_common_arguments(p, results="results/csnn_shapes", source="ModelNet10")
+    add_dataclass_arguments(p, ShapesConfig, group="run settings")
     p.add_argument("--run-name", default=None, help="name of the run (default: <model>_<train-rot>)")
-    g = p.add_argument_group("CSNN")
-    g.add_argument("--level", type=int, default=d.level, help=f"icosphere level (default: {d.level})")
-    g.add_argument("--n-shells", type=int, default=d.n_shells, help=f"spatial shells R (default: {d.n_shells})")
-    g.add_argument("--n-channels", type=int, default=d.n_channels,
-                   help=f"fine shells per spatial shell C (default: {d.n_channels})")
-    g.add_argument("--base-width", type=int, default=d.base_width, help=f"first block width (default: {d.base_width})")
-    g.add_argument("--hidden", type=_int_tuple, default=d.hidden, help="head hidden sizes (default: 256,128)")
-    g.add_argument("--dropout", type=float, default=d.dropout, help=f"head dropout (default: {d.dropout})")
-    g.add_argument("--mapping", choices=("rbf", "constant"), default=d.mapping, help="grid mapping (default: rbf)")
-    g.add_argument("--radial-kernel", type=int, default=d.radial_kernel, help="co-radial kernel size (default: 3)")
-    g = p.add_argument_group("PointNet")
-    g.add_argument("--pointnet-scale", type=float, default=d.pointnet_scale,
-                   help=f"width multiplier of PointNet (default: {d.pointnet_scale})")
     g = p.add_argument_group("other modes")
     g.add_argument("--benchmark-shells", type=_int_tuple, default=None,
                    help="time the CSNN for these numbers of shells instead of training, e.g. 1,2,4,8,16")

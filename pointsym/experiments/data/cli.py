@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from pointsym.datasets import ATOMISTIC_SETS, CRYSTAL_SETS, resolve_data_root
+from pointsym.experiments.common.cli import add_data_arguments
 
 __all__ = ["register"]
 
@@ -28,5 +29,5 @@ def _main(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("data", help="show the data root and which data sets are present")
-    p.add_argument("--data-dir", default=None, help="data root (default: $POINTSYM_DATA or ../shared/data)")
+    add_data_arguments(p)
     p.set_defaults(func=_main)

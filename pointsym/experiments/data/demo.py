@@ -38,7 +38,7 @@ def stage(ctx) -> Section:  # noqa: ANN001 - DemoContext, imported lazily by the
     group = icosahedral_rotations()
     verts, _ = icosahedron()
     n_perm = len({tuple(vertex_permutation(g, verts)) for g in group})
-    nl = neighbor_list(frames[0], cutoff=5.0)
+    nl = neighbor_list(frames[0], r_cut=5.0)
     return Section(
         title="Embedded data and geometry",
         text=[

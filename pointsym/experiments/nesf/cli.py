@@ -14,14 +14,22 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pointsym.experiments.common.cli import add_common_arguments, progress
+from pointsym.experiments.common.cli import (
+    add_common_arguments,
+    add_dataclass_arguments,
+    add_limit_arguments,
+    argument_group,
+    config_from_args,
+    progress,
+)
 
-__all__ = ["evaluate", "plot_reconstructions", "plot_training", "register"]
+__all__ = ["NeSFEvalOptions", "NeSFTrainOptions", "evaluate", "plot_reconstructions", "plot_training", "register"]
 
 _METRIC_LABELS = [
     ("atom_count_error_pct", "Error in number of atoms [%]"),
@@ -43,7 +51,8 @@ def _ints(text: str | None) -> list[int] | None:
         raise ValueError(f"Expected comma-separated integers (got {text!r}).") from exc
 
 
-def _load_set(data: str, split: str, args: argparse.Namespace, limit: int | None = None) -> Any:
+def _load_set(data: str, split: str, args: argparse.Namespace, limit: int | None = None,
+              flag: str = "--max-test") -> Any:
     from pointsym.fields import load_nesf_set, read_nesf_npz
 
     if data.endswith(".npz") and getattr(args, "sidx_to_z", None):
@@ -51,10 +60,10 @@ def _load_set(data: str, split: str, args: argparse.Namespace, limit: int | None
         table = table["sidx_to_z"] if isinstance(table, dict) else table
         crystals = read_nesf_npz(data, sidx_to_z=table)
     else:
-        crystals = load_nesf_set(data, split, source="embedded" if args.embedded else "full", data_dir=args.data_dir)
+        crystals = load_nesf_set(data, split, source=args.source, data_dir=args.data_dir)
     if limit is not None:
         if limit < 1:
-            raise ValueError(f"Expected '--limit' >= 1 (got {limit}).")
+            raise ValueError(f"Expected '{flag}' >= 1 (got {limit}).")
         crystals = crystals.subset(range(min(limit, len(crystals))))
     return crystals
 
@@ -71,14 +80,14 @@ def _train(args: argparse.Namespace) -> int:
     from pointsym.fields import ALL_ELEMENTS, NeSF, NeSFLoss, QuerySampler, collate_crystals, crystal_dataset, save_nesf
     from pointsym.training import TrainConfig, Trainer, load_checkpoint, seed_everything
 
-    train = _load_set(args.data, args.train_split, args, args.limit_train)
+    train = _load_set(args.data, args.train_split, args, args.max_train, "--max-train")
     val = None
     if args.val_split != "none":
         if args.val_data is None and args.data.endswith(".npz"):
             print("nesf-train: no --val-data given for an npz training file: training without validation "
                   "(the last epoch is exported).")
         else:
-            val = _load_set(args.val_data or args.data, args.val_split, args, args.limit_val)
+            val = _load_set(args.val_data or args.data, args.val_split, args, args.max_val, "--max-val")
     lo, hi = train.bounding_box()
     vocab = ALL_ELEMENTS if args.species_vocab == "all" else tuple(sorted(set(train.numbers.tolist())))
     seed_everything(args.seed)
@@ -97,9 +106,9 @@ def _train(args: argparse.Namespace) -> int:
         from pointsym.fields import load_nesf
 
         init, _ = load_nesf(args.init_from)
-        if init.config() != model.config():
+        if init.hypers != model.hypers:
             raise ValueError(f"--init-from {args.init_from!r} has another architecture/vocabulary/box than this run; "
-                             f"its config is {init.config()}.")
+                             f"its config is {init.hypers}.")
         model.load_state_dict(init.state_dict())
     sampler = QuerySampler(lo, hi, n_global=args.n_global, n_local=args.n_local, n_species=args.n_species)
     loss_fn = NeSFLoss(sampler)
@@ -113,7 +122,7 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, patience=args.patience,
         out_dir=str(ckpt_dir), resume=not args.restart, device=args.device, quiet=args.quiet,
-        extra={"nesf": model.config(), "sampler": sampler.settings, "data": tag},
+        extra={"nesf": model.hypers, "sampler": sampler.settings, "data": tag},
     )
     if args.restart and (ckpt_dir / "last.pt").is_file():
         (ckpt_dir / "last.pt").unlink()
@@ -152,7 +161,7 @@ def _train(args: argparse.Namespace) -> int:
     save_nesf(model, export, meta=meta)
     payload = {
         "task": "nesf-train", **meta, "export": str(export), "session_seconds": session_seconds,
-        "model_config": model.config(), "last_epoch": history[-1] if history else None,
+        "model_config": model.hypers, "last_epoch": history[-1] if history else None,
         "best_row": next((h for h in history if h["epoch"] == trainer.best_epoch), None),
         "history": history,
     }
@@ -175,20 +184,12 @@ def _species_colors(numbers: np.ndarray) -> dict[int, Any]:
 
 def plot_training(history: list[dict[str, Any]], path: str | Path) -> Path:
     """PNG of the training history: losses, local position error near atoms, species accuracy."""
-    from pointsym.experiments.common.plotting import plt, savefig
+    from pointsym.experiments.common.plotting import plot_history
 
-    ep = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    panels = [("loss", "loss (10 MSE_pos + 0.1 CE + MSE_lat)"), ("local_position_mae", "|v_hat - v| near atoms [A]"),
-              ("species_acc", "species accuracy near atoms")]
-    for ax, (key, label) in zip(axes, panels):
-        for split in ("train", "val"):
-            if f"{split}_{key}" in history[0]:
-                ax.plot(ep, [h[f"{split}_{key}"] for h in history], marker="o", ms=3, label=split)
-        ax.set_xlabel("epoch")
-        ax.set_title(label, fontsize=9)
-        ax.legend(fontsize=8)
-    return savefig(fig, path)
+    return plot_history(history, path, marker="o", splits=[("train", "train"), ("val", "validation")],
+                        panels=[("loss", "loss (10 MSE_pos + 0.1 CE + MSE_lat)"),
+                                ("local_position_mae", "|v_hat - v| near atoms [Å]"),
+                                ("species_acc", "species accuracy near atoms (fraction)")])
 
 
 def plot_reconstructions(crystals: Any, recs: list[Any], path: str | Path, *, title: str = "") -> Path:
@@ -280,7 +281,7 @@ def _eval(args: argparse.Namespace) -> int:
     from pointsym.experiments.common.results import save_results
     from pointsym.fields import ReconstructionParams, load_nesf
 
-    crystals = _load_set(args.data, args.split, args, args.limit)
+    crystals = _load_set(args.data, args.split, args, args.max_test, "--max-test")
     info: dict[str, Any] = {}
     if args.model == "exact":
         model: Any = "exact"
@@ -292,9 +293,7 @@ def _eval(args: argparse.Namespace) -> int:
         model, info = load_nesf(args.model, device=args.device)
         model_tag = Path(args.model).stem
         box = args.box or "model"
-    params = ReconstructionParams(
-        spacing=args.spacing, n_steps=args.steps, residual_threshold=args.residual_threshold,
-        nms_radius=args.nms_radius, min_cluster_size=args.min_cluster_size, freeze_tol=args.freeze_tol)
+    params = config_from_args(ReconstructionParams, args)
     t0 = time.perf_counter()
     metrics, recs, (lo, hi) = evaluate(model, crystals, box=box, params=params, device=args.device,
                                        batch_structures=args.batch_structures, quiet=args.quiet,
@@ -328,71 +327,121 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------- parsers
+@dataclass
+class NeSFTrainOptions:
+    """Options of ``nesf-train`` (each declared once here; ``--help`` shows defaults and units).
+
+    Besides these: the data group (``--source``, ``--data-dir``, ``--sidx-to-z``), the limits
+    ``--max-train`` / ``--max-val`` and the run and output groups.
+    """
+
+    data: str = field(default="lim_l6", metadata={
+        "help": "data set name (lim_l6, ICSG3D, YBCO13) or train npz path", "group": "data sets"})
+    train_split: str = field(default="train", metadata={"help": "training split of --data", "group": "data sets"})
+    val_data: str | None = field(default=None, metadata={"help": "validation set name or npz",
+                                                         "default_help": "--data", "group": "data sets"})
+    val_split: str = field(default="val", metadata={"help": "validation split, or 'none'", "group": "data sets"})
+    epochs: int = field(default=3200, metadata={"help": "total epochs (reference: 3200)", "group": "training"})
+    max_minutes: float | None = field(default=None, metadata={
+        "help": "stop after the epoch that exceeds this wall time; rerun to continue (resumes)", "unit": "min",
+        "default_help": "no limit", "group": "training"})
+    batch_size: int = field(default=64, metadata={"help": "batch size", "unit": "structures", "group": "training"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate", "group": "training"})
+    lr_step: int = field(default=640, metadata={"help": "StepLR step (reference: 640)", "unit": "epochs",
+                                                "group": "training"})
+    lr_gamma: float = field(default=0.5, metadata={"help": "StepLR decay factor", "group": "training"})
+    patience: int | None = field(default=None, metadata={
+        "help": "early-stopping patience on the validation loss", "unit": "epochs", "default_help": "off",
+        "group": "training"})
+    restart: bool = field(default=False, metadata={"help": "ignore an existing checkpoint and start over",
+                                                   "action": "store_true", "group": "training"})
+    init_from: str | None = field(default=None, metadata={
+        "help": "start from the weights of an exported model (nesf_<data>.pt) with a fresh optimizer; used when "
+                "OUT/checkpoints/<data>/last.pt is absent (e.g. in a fresh clone)", "group": "training"})
+    latent_dim: int = field(default=192, metadata={"help": "latent size of the encoder", "group": "model"})
+    dropout: float = field(default=0.3, metadata={"help": "dropout", "group": "model"})
+    query_encoding: str = field(default="raw", metadata={
+        "help": "raw query coordinates (paper-era nesf.yaml) or NeRF encoding (nesf_pe.yaml)",
+        "choices": ("raw", "fourier"), "group": "model"})
+    species_vocab: str = field(default="all", metadata={
+        "help": "species vocabulary: all 118 elements or the training set's elements", "choices": ("all", "data"),
+        "group": "model"})
+    position_channels: str | None = field(default=None, metadata={
+        "help": "override decoder widths, e.g. 64,64,64", "default_help": "the reference widths", "group": "model"})
+    species_channels: str | None = field(default=None, metadata={
+        "help": "override species decoder widths, e.g. 64,64", "default_help": "the reference widths",
+        "group": "model"})
+    n_global: int | None = field(default=None, metadata={
+        "help": "random global queries per structure per step", "default_help": "the whole jittered grid",
+        "group": "queries"})
+    n_local: int | None = field(default=None, metadata={"help": "local position queries per atom",
+                                                        "default_help": "all 64", "group": "queries"})
+    n_species: int | None = field(default=None, metadata={"help": "species queries per atom",
+                                                          "default_help": "all 216", "group": "queries"})
+
+
+@dataclass
+class NeSFEvalOptions:
+    """Options of ``nesf-eval`` besides the reconstruction parameters.
+
+    Those (``--spacing``, ``--steps``, ...) are fields of :class:`pointsym.fields.ReconstructionParams`.
+    """
+
+    model: str = field(metadata={"help": "checkpoint (.pt from nesf-train) or 'exact' (analytic fields)"})
+    data: str = field(metadata={"help": "data set name (lim_l6, ICSG3D, YBCO13) or any NeSF-format npz"})
+    split: str = field(default="test", metadata={"help": "split of a named data set"})
+    box: str | None = field(default=None, metadata={
+        "help": "particle-grid box", "choices": ("model", "data", "union"),
+        "default_help": "the model's training box; the data's box for 'exact'"})
+    periodic: bool = field(default=False, metadata={"help": "exact field with periodic images (extension)",
+                                                    "action": "store_true"})
+    batch_structures: int = field(default=8, metadata={"help": "structures decoded together"})
+    plots: int = field(default=4, metadata={"help": "structures drawn in recon_<tag>.png (0: none)",
+                                            "group": "output"})
+    tag: str | None = field(default=None, metadata={"help": "name of the outputs", "default_help": "<model>_<data>",
+                                                    "group": "output"})
+
+
+#: The reconstruction parameters ``nesf-eval`` exposes, with their option names and units.
+_RECONSTRUCTION_OPTIONS: dict[str, dict[str, Any]] = {
+    "spacing": {"help": "particle grid spacing", "unit": "Å"},
+    "n_steps": {"help": "transport steps", "flag": "--steps", "metavar": "STEPS"},
+    "residual_threshold": {"help": "keep particles whose last displacement is at most this", "unit": "Å"},
+    "nms_radius": {"help": "cluster radius", "unit": "Å"},
+    "min_cluster_size": {"help": "particles per atom"},
+    "freeze_tol": {"help": "stop moving particles whose step fell below this; speed knob", "unit": "Å",
+                   "default_help": "off"},
+}
+
+
 def _add_data_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--embedded", action="store_true", help="use the small lim_l6 subsets shipped with pointsym")
-    p.add_argument("--sidx-to-z", default=None,
-                   help="JSON file with 'sidx_to_z' (an .attr.json) for an npz whose 'numbers' are species indices "
-                        "and that has no <stem>.attr.json beside it")
+    argument_group(p, "data").add_argument(
+        "--sidx-to-z", default=None,
+        help="JSON file with 'sidx_to_z' (an .attr.json) for an npz whose 'numbers' are species indices and that has "
+             "no <stem>.attr.json beside it (default: none)")
 
 
 def register(sub: Any) -> None:
     """Add the ``nesf-train`` and ``nesf-eval`` sub-commands."""
+    from pointsym.fields import ReconstructionParams
+
+    source = "NeSF crystal sets"
     p = sub.add_parser("nesf-train", help="train the NeSF crystal autoencoder (resumable)",
                        description=__doc__.split("\n\n")[1])
-    add_common_arguments(p, results="results/nesf")
+    add_common_arguments(p, results="results/nesf", source=source)
     _add_data_arguments(p)
-    p.add_argument("--data", default="lim_l6", help="data set name (lim_l6, ICSG3D, YBCO13) or train npz path "
-                   "(default: lim_l6)")
-    p.add_argument("--train-split", default="train")
-    p.add_argument("--val-data", default=None, help="validation set name or npz (default: --data)")
-    p.add_argument("--val-split", default="val", help="validation split, or 'none' (default: val)")
-    p.add_argument("--limit-train", type=int, default=None, help="use only the first N training structures")
-    p.add_argument("--limit-val", type=int, default=None, help="use only the first N validation structures")
-    p.add_argument("--epochs", type=int, default=3200, help="total epochs (reference: 3200)")
-    p.add_argument("--max-minutes", type=float, default=None,
-                   help="stop after the epoch that exceeds this wall time; rerun to continue (resumes)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--lr-step", type=int, default=640, help="StepLR step in epochs (reference: 640)")
-    p.add_argument("--lr-gamma", type=float, default=0.5)
-    p.add_argument("--patience", type=int, default=None)
-    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
-    p.add_argument("--init-from", default=None,
-                   help="start from the weights of an exported model (nesf_<data>.pt) with a fresh optimizer; "
-                        "used when OUT/checkpoints/<data>/last.pt is absent (e.g. in a fresh clone)")
-    p.add_argument("--latent-dim", type=int, default=192)
-    p.add_argument("--dropout", type=float, default=0.3)
-    p.add_argument("--query-encoding", choices=("raw", "fourier"), default="raw",
-                   help="raw query coordinates (paper-era nesf.yaml, default) or NeRF encoding (nesf_pe.yaml)")
-    p.add_argument("--species-vocab", choices=("all", "data"), default="all",
-                   help="species vocabulary: all 118 elements (default) or the training set's elements")
-    p.add_argument("--position-channels", default=None, help="override decoder widths, e.g. 64,64,64")
-    p.add_argument("--species-channels", default=None, help="override species decoder widths, e.g. 64,64")
-    p.add_argument("--n-global", type=int, default=None,
-                   help="random global queries per structure per step (default: the whole jittered grid)")
-    p.add_argument("--n-local", type=int, default=None, help="local position queries per atom (default: all 64)")
-    p.add_argument("--n-species", type=int, default=None, help="species queries per atom (default: all 216)")
+    add_limit_arguments(p, train="use only the first N training structures",
+                        val="use only the first N validation structures",
+                        aliases={"train": ["--limit-train"], "val": ["--limit-val"]})
+    add_dataclass_arguments(p, NeSFTrainOptions)
     p.set_defaults(func=_train)
 
     e = sub.add_parser("nesf-eval", help="reconstruct crystals from NeSF (or exact) fields and print the metrics",
                        description=__doc__.split("\n\n")[2])
-    add_common_arguments(e, results="results/nesf")
+    add_common_arguments(e, results="results/nesf", source=source)
     _add_data_arguments(e)
-    e.add_argument("--model", required=True, help="checkpoint (.pt from nesf-train) or 'exact' (analytic fields)")
-    e.add_argument("--data", required=True, help="data set name (lim_l6, ICSG3D, YBCO13) or any NeSF-format npz")
-    e.add_argument("--split", default="test", help="split of a named data set (default: test)")
-    e.add_argument("--limit", type=int, default=None, help="evaluate only the first N structures")
-    e.add_argument("--box", choices=("model", "data", "union"), default=None,
-                   help="particle-grid box (default: the model's training box; the data's box for 'exact')")
-    e.add_argument("--periodic", action="store_true", help="exact field with periodic images (extension)")
-    e.add_argument("--spacing", type=float, default=0.5, help="particle grid spacing in A (default 0.5)")
-    e.add_argument("--steps", type=int, default=64, help="transport steps (default 64)")
-    e.add_argument("--residual-threshold", type=float, default=0.9, help="A (default 0.9)")
-    e.add_argument("--nms-radius", type=float, default=0.5, help="A (default 0.5)")
-    e.add_argument("--min-cluster-size", type=int, default=10, help="particles per atom (default 10)")
-    e.add_argument("--freeze-tol", type=float, default=None,
-                   help="stop moving particles whose step fell below this (A); speed knob, default off")
-    e.add_argument("--batch-structures", type=int, default=8, help="structures decoded together (default 8)")
-    e.add_argument("--plots", type=int, default=4, help="structures drawn in recon_<tag>.png (0: none)")
-    e.add_argument("--tag", default=None, help="name of the outputs (default: <model>_<data>)")
+    add_limit_arguments(e, test="evaluate only the first N structures", aliases={"test": ["--limit"]})
+    add_dataclass_arguments(e, NeSFEvalOptions, group="evaluation")
+    add_dataclass_arguments(e, ReconstructionParams, include=_RECONSTRUCTION_OPTIONS,
+                            overrides=_RECONSTRUCTION_OPTIONS, group="reconstruction")
     e.set_defaults(func=_eval)

@@ -15,16 +15,34 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from pointsym.experiments.common.cli import add_common_arguments, progress, resolve_device
+from pointsym.experiments.common.cli import (
+    add_common_arguments,
+    add_dataclass_arguments,
+    add_limit_arguments,
+    add_run_arguments,
+    progress,
+    resolve_device,
+)
 from pointsym.experiments.common.results import save_results
 
-__all__ = ["build_model", "evaluate", "load_frames", "load_model", "make_loss", "register", "symmetrized"]
+__all__ = [
+    "PETPredictOptions",
+    "PETTrainOptions",
+    "build_model",
+    "evaluate",
+    "load_frames",
+    "load_model",
+    "make_loss",
+    "register",
+    "symmetrized",
+]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -89,10 +107,12 @@ def _model_spec(model: torch.nn.Module) -> dict[str, Any]:
 
 def load_model(spec: str, *, species: list[int] | None = None, r_cut: float = 4.0, seed_dims: dict | None = None
                ) -> torch.nn.Module:
-    """A model from a ``pet-train`` checkpoint, or an untrained ``random:SEED`` PET."""
+    """A model from a ``pet-train`` checkpoint or a ``PET.save`` file, or an untrained ``random:SEED`` PET."""
+    from pointsym.core import read_torch_file
+    from pointsym.core.checkpoints import is_model_payload, trainer_extra
     from pointsym.models.pet import PET
     from pointsym.symmetrize import NeighborMLP
-    from pointsym.training import load_checkpoint, seed_everything
+    from pointsym.training import seed_everything
 
     if spec.startswith("random:"):
         try:
@@ -105,16 +125,21 @@ def load_model(spec: str, *, species: list[int] | None = None, r_cut: float = 4.
         dims = {"d_model": 32, "n_gnn_layers": 2, "n_trans_layers": 2, "dim_feedforward": 64, "head_hidden": 32,
                 **(seed_dims or {})}
         return PET(species, r_cut=r_cut, **dims)
-    ckpt = load_checkpoint(spec)
-    model_spec = ckpt.get("config", {}).get("extra", {}).get("model")
-    if not model_spec:
-        raise ValueError(f"{spec!r} is a checkpoint without model hyper-parameters (not written by pet-train).")
+    # A pet-train Trainer checkpoint (hypers in config.extra["model"]) or a model file of PET.save.
+    raw = read_torch_file(spec)
+    if is_model_payload(raw):
+        name = raw.get("class")
+    else:
+        extra = trainer_extra(raw, spec)
+        model_spec = (extra or {}).get("model")
+        if not isinstance(model_spec, dict):
+            raise ValueError(f"{spec!r} is a checkpoint without model hyper-parameters (not written by pet-train "
+                             "or PET.save).")
+        name = model_spec.get("class")
     classes = {"PET": PET, "NeighborMLP": NeighborMLP}
-    if model_spec["class"] not in classes:
-        raise ValueError(f"Unknown model class {model_spec['class']!r} in {spec!r}.")
-    model = classes[model_spec["class"]](**model_spec["hypers"])
-    model.load_state_dict(ckpt["model"])
-    return model
+    if name not in classes:
+        raise ValueError(f"Unknown model class {name!r} in {spec!r} (expected one of {sorted(classes)}).")
+    return classes[name].from_loaded(raw, spec)
 
 
 def symmetrized(model: torch.nn.Module, **kwargs: Any) -> torch.nn.Module:
@@ -127,15 +152,15 @@ def symmetrized(model: torch.nn.Module, **kwargs: Any) -> torch.nn.Module:
 
 # ---------------------------------------------------------------------------------- training
 def _random_o3(n: int, dtype: torch.dtype, device: Any) -> torch.Tensor:
-    """``n`` Haar-random rotations times a random sign (random O(3) elements), from torch's RNG."""
-    q = torch.randn(n, 4, dtype=torch.float64)
-    q = q / q.norm(dim=1, keepdim=True)
-    w, x, y, z = q.unbind(1)
-    rot = torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
-        2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
-        2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y),
-    ], dim=1).reshape(n, 3, 3)
+    """``n`` Haar-random rotations times a random sign (random O(3) elements), from torch's global RNG.
+
+    The rotations come from :func:`pointsym.geometry.random_rotation` with
+    ``torch.default_generator`` (the Trainer checkpoints that RNG state, so training resumes
+    with the same augmentation).
+    """
+    from pointsym.geometry import random_rotation
+
+    rot = random_rotation(n, torch.default_generator, backend="torch", dtype=torch.float64)
     sign = torch.where(torch.rand(n) < 0.5, -1.0, 1.0).to(torch.float64)
     return (rot * sign[:, None, None]).to(dtype=dtype, device=device)
 
@@ -154,7 +179,7 @@ def make_loss(energy_weight: float, sigma_e: float, sigma_f: float, augment: boo
             pos = torch.einsum("nk,nlk->nl", pos, q[b.batch])
             cell = torch.einsum("skm,slm->skl", cell, q)
             forces_ref = torch.einsum("nk,nlk->nl", forces_ref, q[b.batch])
-        out = autograd_energy_forces(model, pos, b.species, cell, b.pbc, b.batch, forces=True,
+        out = autograd_energy_forces(model, pos, b.numbers, cell, b.pbc, b.batch, forces=True,
                                      create_graph=model.training)
         n_atoms = b.n_atoms.to(pos.dtype)
         de = (out["energy"] - b.energy) / n_atoms
@@ -222,13 +247,13 @@ def _predict_fn(model: torch.nn.Module):
 
 
 def _train_main(args: argparse.Namespace) -> int:
-    from pointsym.experiments.common.plotting import plt, savefig
-    from pointsym.symmetrize import rotational_discrepancy
+    from pointsym.experiments.common.plotting import plot_history, plt, savefig
     from pointsym.structures import batch_structures
+    from pointsym.symmetrize import rotational_discrepancy
     from pointsym.training import TrainConfig, Trainer, seed_everything
 
     t_start = time.perf_counter()
-    for flag in ("max_eval", "ecse_max_eval", "discrepancy_structures", "ecse_discrepancy_structures"):
+    for flag in ("max_test", "ecse_max_test", "discrepancy_structures", "ecse_discrepancy_structures"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise ValueError(f"--{flag.replace('_', '-')} must be >= 1 (got {value}); leave it out to use all.")
@@ -277,8 +302,8 @@ def _train_main(args: argparse.Namespace) -> int:
     }
     eval_sets = {"test": test} if test else {"val": val}
     for split, frames in eval_sets.items():
-        if args.max_eval is not None:
-            frames = frames[: args.max_eval]
+        if args.max_test is not None:
+            frames = frames[: args.max_test]
         res_split: dict[str, Any] = {}
         bare = evaluate(model, frames, quiet=args.quiet, desc=f"{split} bare")
         res_split["bare"] = {k: v for k, v in bare.items() if not k.startswith("_")}
@@ -294,9 +319,9 @@ def _train_main(args: argparse.Namespace) -> int:
         if args.eval_ecse:
             sym = symmetrized(model)
             ecse_frames = frames
-            if args.ecse_max_eval is not None and len(frames) > args.ecse_max_eval:
+            if args.ecse_max_test is not None and len(frames) > args.ecse_max_test:
                 # Evenly spaced subset (ECSE costs ~2 x frames kept model evaluations per structure).
-                pick = _evenly_spaced(len(frames), args.ecse_max_eval)
+                pick = _evenly_spaced(len(frames), args.ecse_max_test)
                 ecse_frames = [frames[k] for k in pick]
                 bare_sub = evaluate(model, ecse_frames, quiet=True)
                 res_split["bare_on_ecse_subset"] = {k: v for k, v in bare_sub.items() if not k.startswith("_")}
@@ -326,14 +351,8 @@ def _train_main(args: argparse.Namespace) -> int:
         fig.suptitle(f"{args.model.upper()} on {args.data} ({split}), augment={args.augment}")
         savefig(fig, out / f"errors_{split}.png")
     if history and args.plots:
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        ep = [h["epoch"] for h in history]
-        ax.semilogy(ep, [h["train_loss"] for h in history], label="train")
-        ax.semilogy(ep, [h["val_loss"] for h in history], label="val")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("loss")
-        ax.legend()
-        savefig(fig, out / "learning_curve.png")
+        plot_history(history, out / "learning_curve.png", log_y=True, panel_size=(5, 3.5),
+                     panels=[("loss", "loss (normalised energy + force MSE)")])
     results["wall_seconds"] = time.perf_counter() - t_start
     path = save_results(out / "results.json", results)
     if not args.quiet:
@@ -368,9 +387,9 @@ def _baseline_energy(model: torch.nn.Module, b: Any) -> torch.Tensor:
     from pointsym.models.pet import PET
 
     if isinstance(model, PET):
-        table = model.self_energies.double()[model._species_to_index(b.species)]
+        table = model.self_energies.double()[model._species_to_index(b.numbers)]
     else:
-        table = model.self_energies.double()[b.species]
+        table = model.self_energies.double()[b.numbers]
     return table.new_zeros(b.n_structures).index_add(0, b.batch, table)
 
 
@@ -417,66 +436,88 @@ def _predict_main(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------- CLI
+@dataclass
+class PETTrainOptions:
+    """Options of ``pet-train`` (each declared once here; ``--help`` shows defaults and units).
+
+    Besides these: the data group (``--source``, ``--data-dir``), the limits ``--max-train`` /
+    ``--max-test`` and the run and output groups of :mod:`pointsym.experiments.common.cli`.
+    """
+
+    data: str = field(metadata={"help": "data set name (Si, Ge, Li, Mo, methane, ...) or an extxyz path"})
+    val: str | None = field(default=None, metadata={
+        "help": "validation data (name or path)",
+        "default_help": "the 'val' split if the set has one, else --val-fraction of the training split"})
+    val_fraction: float = field(default=0.1, metadata={"help": "held-out training fraction"})
+    test: str | None = field(default=None, metadata={"help": "test data (name or path)",
+                                                     "default_help": "the set's 'test' split"})
+    model: str = field(default="pet", metadata={"help": "PET or the NeighborMLP baseline",
+                                                "choices": ("pet", "mlp"), "group": "model"})
+    r_cut: float = field(default=4.5, metadata={"help": "cutoff", "unit": "Å", "group": "model"})
+    d_model: int = field(default=32, metadata={"help": "PET token width / MLP feature size", "group": "model"})
+    n_gnn_layers: int = field(default=2, metadata={"help": "PET message-passing blocks", "group": "model"})
+    n_trans_layers: int = field(default=1, metadata={"help": "transformer layers per block", "group": "model"})
+    n_heads: int = field(default=4, metadata={"help": "attention heads", "group": "model"})
+    dim_feedforward: int = field(default=64, metadata={"help": "transformer FFN width", "group": "model"})
+    head_hidden: int = field(default=32, metadata={"help": "readout MLP width", "group": "model"})
+    cutoff_delta: float = field(default=0.2, metadata={"help": "cutoff switching width", "unit": "Å",
+                                                       "group": "model"})
+    epochs: int = field(default=50, metadata={"help": "epochs", "group": "training"})
+    batch_size: int = field(default=8, metadata={"help": "batch size", "unit": "structures", "group": "training"})
+    lr: float = field(default=3e-3, metadata={"help": "peak Adam learning rate (warm-up, cosine decay)",
+                                              "group": "training"})
+    grad_clip: float = field(default=10.0, metadata={"help": "gradient-norm clip", "group": "training"})
+    energy_weight: float = field(default=1.0, metadata={
+        "help": "weight of the normalised per-atom energy MSE vs the force MSE", "group": "training"})
+    augment: bool = field(default=True, metadata={
+        "help": "random O(3) rotation of every training structure at every step", "group": "training"})
+    dtype: str = field(default="float32", metadata={"help": "training dtype", "choices": tuple(sorted(_DTYPES)),
+                                                    "group": "training"})
+    eval_ecse: bool = field(default=True, metadata={"help": "also evaluate the ECSE-symmetrized model",
+                                                    "group": "evaluation"})
+    ecse_max_test: int | None = field(default=None, metadata={
+        "help": "evaluate ECSE on at most N (evenly spaced) evaluation structures", "default_help": "all",
+        "metavar": "N", "aliases": ("--ecse-max-eval",), "group": "evaluation"})
+    discrepancy_rotations: int = field(default=10, metadata={
+        "help": "random O(3) elements per structure for the rotational discrepancy", "group": "evaluation"})
+    discrepancy_structures: int | None = field(default=None, metadata={
+        "help": "evenly spaced test structures for the bare model's rotational discrepancy", "default_help": "all",
+        "group": "evaluation"})
+    ecse_discrepancy_structures: int = field(default=3, metadata={
+        "help": "smallest test structures for the ECSE model's rotational discrepancy", "group": "evaluation"})
+    plots: bool = field(default=True, metadata={"help": "write learning-curve and error-histogram PNGs",
+                                                "group": "output"})
+
+
+@dataclass
+class PETPredictOptions:
+    """Options of ``pet-predict`` (plus ``--device``, ``--threads``, ``--quiet``)."""
+
+    model: str = field(metadata={"help": "pet-train checkpoint (e.g. results/pet/run/checkpoints/best.pt) or "
+                                         "random:SEED for an untrained PET"})
+    input: str = field(metadata={"help": "input structures (any ase-readable file, e.g. extxyz)"})
+    output: str = field(metadata={"help": "output extxyz"})
+    symmetrize: bool = field(default=True, metadata={"help": "wrap the model in ECSE for exact O(3) equivariance"})
+    dtype: str = field(default="float64", metadata={"help": "compute dtype", "choices": tuple(sorted(_DTYPES))})
+    stress: bool = field(default=False, metadata={"help": "also write the stress of fully periodic structures",
+                                                  "action": "store_true"})
+    r_cut: float = field(default=4.0, metadata={"help": "cutoff of a random:SEED model", "unit": "Å"})
+
+
 def register(sub: Any) -> None:
     """Add the ``pet-train`` and ``pet-predict`` sub-commands."""
     p = sub.add_parser("pet-train", help="train PET (or the NeighborMLP baseline) on energies/forces; evaluate "
                        "bare, under rotations and with ECSE", description=__doc__.split("\n\n")[1])
-    add_common_arguments(p, results="results/pet/run")
-    p.add_argument("--data", required=True, help="data set name (Si, Ge, Li, Mo, methane, ...) or an extxyz path")
-    p.add_argument("--source", default="full", choices=["full", "embedded"],
-                   help="full data root or the small embedded subsets (default: full)")
-    p.add_argument("--val", default=None, help="validation data (name or path); default: the 'val' split if the "
-                   "set has one, else --val-fraction of the training split")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="held-out training fraction (default: 0.1)")
-    p.add_argument("--test", default=None, help="test data (name or path); default: the set's 'test' split")
-    p.add_argument("--max-train", type=int, default=None, help="use at most this many training structures")
-    p.add_argument("--max-eval", type=int, default=None, help="evaluate on at most this many test structures")
-    p.add_argument("--model", default="pet", choices=["pet", "mlp"], help="PET or the NeighborMLP baseline")
-    p.add_argument("--r-cut", type=float, default=4.5, help="cutoff in Å (default: 4.5)")
-    p.add_argument("--d-model", type=int, default=32, help="PET token width / MLP feature size (default: 32)")
-    p.add_argument("--n-gnn-layers", type=int, default=2, help="PET message-passing blocks (default: 2)")
-    p.add_argument("--n-trans-layers", type=int, default=1, help="transformer layers per block (default: 1)")
-    p.add_argument("--n-heads", type=int, default=4, help="attention heads (default: 4)")
-    p.add_argument("--dim-feedforward", type=int, default=64, help="transformer FFN width (default: 64)")
-    p.add_argument("--head-hidden", type=int, default=32, help="readout MLP width (default: 32)")
-    p.add_argument("--cutoff-delta", type=float, default=0.2, help="cutoff switching width in Å (default: 0.2)")
-    p.add_argument("--epochs", type=int, default=50, help="epochs (default: 50)")
-    p.add_argument("--batch-size", type=int, default=8, help="structures per batch (default: 8)")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak Adam learning rate (default: 3e-3)")
-    p.add_argument("--grad-clip", type=float, default=10.0, help="gradient-norm clip (default: 10)")
-    p.add_argument("--energy-weight", type=float, default=1.0,
-                   help="weight of the normalised per-atom energy MSE vs the force MSE (default: 1)")
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
-                   help="random O(3) rotation of every training structure at every step (default: on)")
-    p.add_argument("--eval-ecse", action=argparse.BooleanOptionalAction, default=True,
-                   help="also evaluate the ECSE-symmetrized model (default: on)")
-    p.add_argument("--ecse-max-eval", type=int, default=None,
-                   help="evaluate ECSE on at most this many (evenly spaced) evaluation structures (default: all)")
-    p.add_argument("--discrepancy-rotations", type=int, default=10,
-                   help="random O(3) elements per structure for the rotational discrepancy (default: 10)")
-    p.add_argument("--discrepancy-structures", type=int, default=None,
-                   help="evenly spaced test structures for the bare model's rotational discrepancy "
-                        "(default: all)")
-    p.add_argument("--ecse-discrepancy-structures", type=int, default=3,
-                   help="smallest test structures for the ECSE model's rotational discrepancy (default: 3)")
-    p.add_argument("--dtype", default="float32", choices=sorted(_DTYPES), help="training dtype (default: float32)")
-    p.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True,
-                   help="write learning-curve and error-histogram PNGs (default: on)")
+    add_common_arguments(p, results="results/pet/run", source="energy/force data")
+    add_limit_arguments(p, train="use at most N training structures (a seeded random subset)",
+                        test="evaluate on at most N test structures, the first N (the validation structures when "
+                             "the set has no test split)", aliases={"test": ["--max-eval"]})
+    add_dataclass_arguments(p, PETTrainOptions, group="data sets")
     p.set_defaults(func=_train_main)
 
     q = sub.add_parser("pet-predict", help="energies and forces of an extxyz file with PET (optionally ECSE)",
                        description="Write energies and forces (and optionally stress) of every structure of "
                        "--input into the extxyz --output.")
-    q.add_argument("--model", required=True, help="pet-train checkpoint (e.g. results/pet/run/checkpoints/best.pt) or "
-                   "random:SEED for an untrained PET")
-    q.add_argument("--input", required=True, help="input structures (any ase-readable file, e.g. extxyz)")
-    q.add_argument("--output", required=True, help="output extxyz")
-    q.add_argument("--symmetrize", action=argparse.BooleanOptionalAction, default=True,
-                   help="wrap the model in ECSE for exact O(3) equivariance (default: on)")
-    q.add_argument("--dtype", default="float64", choices=sorted(_DTYPES), help="compute dtype (default: float64)")
-    q.add_argument("--stress", action="store_true", help="also write the stress of fully periodic structures")
-    q.add_argument("--r-cut", type=float, default=4.0, help="cutoff of a random:SEED model in Å (default: 4.0)")
-    q.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    q.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    q.add_argument("--quiet", action="store_true", help="no progress output")
+    add_dataclass_arguments(q, PETPredictOptions)
+    add_run_arguments(q, seed=False)
     q.set_defaults(func=_predict_main)

@@ -30,7 +30,7 @@ def stage(ctx) -> Section:  # noqa: ANN001 - DemoContext, imported lazily by the
                 head_hidden=16).fit_baseline(train)
     _zero_readout(model)
     tb = batch_structures(train, dtype=torch.float64, labels=True)
-    base = model.self_energies.double()[model._species_to_index(tb.species)]
+    base = model.self_energies.double()[model._species_to_index(tb.numbers)]
     resid = (tb.energy - torch.zeros(tb.n_structures, dtype=torch.float64).index_add(0, tb.batch, base)) / 5.0
     loss_fn = make_loss(1.0, float(resid.std()), float(tb.forces.pow(2).mean().sqrt()), augment=True)
 

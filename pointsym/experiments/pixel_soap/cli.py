@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,12 @@ import numpy as np
 import torch
 
 from pointsym.core import check_choice, check_int
+from pointsym.experiments.common.cli import (
+    add_common_arguments,
+    add_dataclass_arguments,
+    add_limit_arguments,
+    config_from_args,
+)
 from pointsym.experiments.pixel_soap.data import (
     BACKENDS,
     PixelSpectra,
@@ -129,43 +136,68 @@ def train_pixel_classifier(
     return model, history
 
 
+#: Version of the pixel-SOAP bundle written by :func:`save_pixel_model`. Version 1 (written
+#: before versioning, ``"format": "pointsym.pixel_soap/1"``, no ``format_version``) still loads.
+PIXEL_BUNDLE_VERSION = 2
+
+
 def save_pixel_model(path: str | Path, model: PixelMLP, ds: SpectraDataset, extra: dict[str, Any]) -> Path:
-    """Save the classifier together with its RobustScaler, SOAP parameters and data settings."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({
-        "format": "pointsym.pixel_soap/1",
-        "model_config": model.config(),
-        "model_state": model.state_dict(),
-        "scaler": {"center": ds.scaler.center_, "scale": ds.scaler.scale_},
+    """Save the classifier together with its RobustScaler, SOAP parameters and data settings.
+
+    The file (written atomically) is ``{"format": "pointsym.pixel_soap", "format_version": 2,
+    "model": <pointsym model file of the PixelMLP>, "model_config": hypers, "scaler", "soap",
+    "backend", "data", **extra}``; read it with :func:`load_pixel_model`.
+    """
+    from pointsym.core import atomic_torch_save
+    from pointsym.core.checkpoints import model_payload
+
+    return atomic_torch_save({
+        "format": "pointsym.pixel_soap",
+        "format_version": PIXEL_BUNDLE_VERSION,
+        "model": model_payload(model),
+        "model_config": model.hypers,
+        "scaler": {"center": torch.as_tensor(np.asarray(ds.scaler.center_)),
+                   "scale": torch.as_tensor(np.asarray(ds.scaler.scale_))},
         "soap": ds.params.as_dict(),
         "backend": ds.backend,
         "data": ds.meta,
         **extra,
     }, path)
-    return path
 
 
 def load_pixel_model(path: str | Path) -> dict[str, Any]:
-    """Load a bundle written by :func:`save_pixel_model`: adds ``model`` (eval mode) and ``scaler``."""
+    """Load a bundle written by :func:`save_pixel_model` (any version): adds ``model`` (eval mode) and ``scaler``."""
     from sklearn.preprocessing import RobustScaler
+
+    from pointsym.core import CheckpointError, read_torch_file
+    from pointsym.core.checkpoints import build_from_state
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No pixel-SOAP model at {str(path)!r}; run `pointsym pixel-soap train` first "
                                 "(with the same --out and --name).")
-    bundle = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(bundle, dict) or bundle.get("format") != "pointsym.pixel_soap/1":
-        raise ValueError(f"{str(path)!r} is not a pixel-SOAP model bundle.")
-    cfg = bundle["model_config"]
-    model = PixelMLP(cfg["n_features"], tuple(cfg["hidden"]), cfg["n_classes"], cfg["dropout"])
-    model.load_state_dict(bundle["model_state"])
+    bundle = read_torch_file(path, map_location="cpu")
+    fmt = bundle.get("format") if isinstance(bundle, dict) else None
+    if fmt == "pointsym.pixel_soap/1" and "format_version" not in bundle:
+        version = 1
+    elif fmt == "pointsym.pixel_soap" and isinstance(bundle.get("format_version"), int):
+        version = bundle["format_version"]
+    else:
+        raise CheckpointError(f"{str(path)!r} is not a pixel-SOAP model bundle (format {fmt!r}); write one with "
+                              "`pointsym pixel-soap train`.")
+    if version > PIXEL_BUNDLE_VERSION:
+        raise CheckpointError(f"{str(path)!r} is a pixel-SOAP bundle of format version {version}, newer than this "
+                              f"pointsym reads (up to {PIXEL_BUNDLE_VERSION}); upgrade pointsym.")
+    if version == 1:  # weights in "model_state", constructor arguments in "model_config"
+        model = build_from_state(PixelMLP, dict(bundle["model_config"]), bundle["model_state"], path)
+    else:
+        model = PixelMLP.from_loaded(bundle["model"], path)
     model.eval()
     scaler = RobustScaler()
     scaler.center_ = np.asarray(bundle["scaler"]["center"])
     scaler.scale_ = np.asarray(bundle["scaler"]["scale"])
     scaler.n_features_in_ = len(scaler.center_)
-    bundle.update(model=model, scaler=scaler)
+    bundle.update(model=model, scaler=scaler, format_version=version)
     return bundle
 
 
@@ -209,7 +241,7 @@ def _ints(text: str, name: str) -> tuple[int, ...]:
 
 
 def _params(args: argparse.Namespace) -> SOAPParams:
-    return SOAPParams(args.r_cut, args.n_max, args.l_max, args.sigma)
+    return config_from_args(SOAPParams, args)
 
 
 def _cache_dir(args: argparse.Namespace) -> Path | None:
@@ -246,17 +278,9 @@ def _dataset_for(args: argparse.Namespace, params: SOAPParams, *, n_train: int, 
 
 
 def _plot_history(history: list[dict[str, Any]], path: Path, title: str) -> None:
-    from pointsym.experiments.common.plotting import plt, savefig
+    from pointsym.experiments.common.plotting import plot_history
 
-    ep = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    ax.plot(ep, [h["train_acc"] for h in history], label="train")
-    ax.plot(ep, [h["val_acc"] for h in history], label="validation")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("pixel accuracy")
-    ax.set_title(title, fontsize=9)
-    ax.legend()
-    savefig(fig, path)
+    plot_history(history, path, panels=[("acc", "pixel accuracy (fraction)")], title=title, panel_size=(5.5, 3.5))
 
 
 def _load_base(args: argparse.Namespace) -> tuple[dict[str, Any], SpectraDataset]:
@@ -266,9 +290,18 @@ def _load_base(args: argparse.Namespace) -> tuple[dict[str, Any], SpectraDataset
     data = bundle["data"]
     soap, info = make_soap(params, bundle["backend"]["backend"])
     _log(f"model {args.model!r}: SOAP {params.as_dict()}, backend {info['backend']}", args.quiet)
-    ds = build_spectra_dataset(params, n_train_val=data["n_train"] + data["n_val"], n_test=data["n_test"],
-                               seed=data["seed"], source=data["source"], data_dir=args.data_dir, soap=soap,
-                               backend_info=info, cache_dir=_cache_dir(args), quiet=args.quiet)
+    from pointsym.datasets import DataNotFoundError
+
+    try:
+        ds = build_spectra_dataset(params, n_train_val=data["n_train"] + data["n_val"], n_test=data["n_test"],
+                                   seed=data["seed"], source=data["source"], data_dir=args.data_dir, soap=soap,
+                                   backend_info=info, cache_dir=_cache_dir(args), quiet=args.quiet)
+    except DataNotFoundError as exc:
+        # This experiment has no --source: the data source is the model's (set by `train --source`).
+        raise DataNotFoundError(
+            f"{str(exc).split(' For the small subset')[0]} This experiment reads the {data['source']!r} MNIST data "
+            f"that model {args.model!r} was trained on; for the embedded subset train a model with "
+            "`pointsym pixel-soap train --source embedded` and pass it with --model.") from exc
     # The bundle's scaler was fitted on exactly these training spectra; keep the stored one.
     ds.scaler = bundle["scaler"]
     return bundle, ds
@@ -279,7 +312,7 @@ def _train_main(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     params = _params(args)
     hidden = _ints(args.hidden, "--hidden")
-    ds = _dataset_for(args, params, n_train=args.n_train, n_test=args.n_test, cache=_cache_dir(args))
+    ds = _dataset_for(args, params, n_train=args.max_train, n_test=args.max_test, cache=_cache_dir(args))
     t_spectra = time.perf_counter() - t0
     _log(f"spectra: train {len(ds.train)}, val {len(ds.val)}, test {len(ds.test)} x {params.n_features} "
          f"({t_spectra:.0f} s)", args.quiet)
@@ -335,7 +368,7 @@ def _search_main(args: argparse.Namespace) -> int:
     backend_info: dict[str, Any] = {}
     rows = []
     for k, p in enumerate(space):
-        key = json.dumps({"trial": k, **p, "n_train": args.n_train, "n_test": args.n_test, "epochs": args.epochs,
+        key = json.dumps({"trial": k, **p, "n_train": args.max_train, "n_test": args.max_test, "epochs": args.epochs,
                           "hidden": hidden, "seed": args.seed, "backend": args.backend}, sort_keys=True)
         if key in done:
             rows.append(done[key])
@@ -344,7 +377,7 @@ def _search_main(args: argparse.Namespace) -> int:
         params = SOAPParams(**p)
         row: dict[str, Any] = {"trial": k, **p, "n_features": params.n_features}
         try:
-            ds = _dataset_for(args, params, n_train=args.n_train, n_test=args.n_test, cache=None)
+            ds = _dataset_for(args, params, n_train=args.max_train, n_test=args.max_test, cache=None)
             backend_info = ds.backend
             row["backend"] = ds.backend["backend"]
             model, history = train_pixel_classifier(ds, hidden=hidden, epochs=args.epochs, patience=args.patience,
@@ -375,7 +408,7 @@ def _search_main(args: argparse.Namespace) -> int:
         for p in ("r_cut", "n_max", "l_max", "sigma"):
             corr[p] = float(np.corrcoef([r[p] for r in ok], [r["val_accuracy"] for r in ok])[0, 1])
     _save(args, args.name, {
-        "params": {"trials": trials, "n_train_val": args.n_train, "n_test": args.n_test, "epochs_max": args.epochs,
+        "params": {"trials": trials, "n_train_val": args.max_train, "n_test": args.max_test, "epochs_max": args.epochs,
                    "patience": args.patience, "hidden": list(hidden), "seed": args.seed,
                    "ranges": {"r_cut": [2, 100], "n_max": [2, 11], "l_max": [2, 11], "sigma": [1.0, 10.0]}},
         "backend": backend_info, "best": ok[0] if ok else None, "trials": rows,
@@ -540,7 +573,7 @@ def _noise_main(args: argparse.Namespace) -> int:
     bundle, ds = _load_base(args)
     model, scaler = bundle["model"], bundle["scaler"]
     x_te, _ = load_mnist("test", source=bundle["data"]["source"], data_dir=args.data_dir)
-    n = min(args.n_test, len(ds.test))
+    n = min(args.max_test, len(ds.test))
     test = ds.test.subset(np.arange(n))
     soap, _ = make_soap(SOAPParams(**bundle["soap"]), bundle["backend"]["backend"])
     key = {"soap": bundle["soap"], "backend": bundle["backend"]["backend"]}
@@ -591,7 +624,7 @@ def _rotations_main(args: argparse.Namespace) -> int:
     src = bundle["data"]["source"]
     x_tr, _ = load_mnist("train", source=src, data_dir=args.data_dir)
     x_te, _ = load_mnist("test", source=src, data_dir=args.data_dir)
-    n = min(args.n_test, len(ds.test))
+    n = min(args.max_test, len(ds.test))
     test = ds.test.subset(np.arange(n))
     soap, _ = make_soap(SOAPParams(**bundle["soap"]), bundle["backend"]["backend"])
 
@@ -642,7 +675,7 @@ def _rotations_main(args: argparse.Namespace) -> int:
     _save(args, args.name, {
         "params": {"model": args.model, "soap": bundle["soap"], "n_test": n, "cnn_train_pixels": len(tr),
                    "cnn_val_pixels": len(va), "cnn_epochs_max": args.cnn_epochs, "patch": 2 * h + 1,
-                   "cnn": cnn.config(), "seed": args.seed,
+                   "cnn": cnn.hypers, "seed": args.seed,
                    "transforms": "numpy rot90 (counter-clockwise) and flips of the test images; the classified "
                                  "pixel is the image of the original test pixel"},
         "cnn_epochs": len(hist), "cnn_val_accuracy": max(r["val_acc"] for r in hist) if hist else None,
@@ -708,105 +741,163 @@ def _backend_main(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- argparse
+_HIDDEN = ",".join(map(str, DEFAULT_HIDDEN))
+
+#: Option help of the SOAP parameters; their defaults live in :class:`SOAPParams`.
+_SOAP_OPTIONS: dict[str, dict[str, Any]] = {
+    "r_cut": {"help": "cutoff radius", "unit": "pixels"},
+    "n_max": {"help": "radial basis functions"},
+    "l_max": {"help": "max angular degree"},
+    "sigma": {"help": "Gaussian width", "unit": "pixels"},
+}
+
+
+@dataclass
+class _SpectraOptions:
+    backend: str = field(default="auto", metadata={
+        "help": "SOAP implementation: auto = pointsym if it agrees with DScribe, else DScribe", "choices": BACKENDS})
+    cache_dir: str | None = field(default=None, metadata={"help": "spectra cache",
+                                                          "default_help": "<out>/checkpoints/spectra_cache"})
+
+
+@dataclass
+class TrainOptions(_SpectraOptions):
+    """Options of ``pixel-soap train`` (plus SOAP parameters, ``--max-train``/``--max-test`` and the shared groups)."""
+
+    hidden: str = field(default=_HIDDEN, metadata={"help": "hidden widths of the MLP (paper: not given)"})
+    epochs: int = field(default=300, metadata={"help": "max epochs (paper: 300)"})
+    patience: int = field(default=20, metadata={"help": "early-stopping patience on val accuracy", "unit": "epochs"})
+    batch_size: int = field(default=128, metadata={"help": "batch size (paper: 128)", "unit": "spectra"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate (paper: 1e-3)"})
+    name: str = field(default="paper_setting", metadata={"help": "results name"})
+
+
+@dataclass
+class SearchOptions(_SpectraOptions):
+    """Options of ``pixel-soap search``."""
+
+    trials: int = field(default=168, metadata={"help": "number of random trials (paper: 168)"})
+    hidden: str = field(default=_HIDDEN, metadata={"help": "MLP hidden widths"})
+    epochs: int = field(default=300, metadata={"help": "max epochs per trial (paper: 300)"})
+    patience: int = field(default=10, metadata={"help": "early-stopping patience", "unit": "epochs"})
+    name: str = field(default="search", metadata={"help": "results name"})
+
+
+@dataclass
+class _ModelOptions:
+    model: str = field(default="paper_setting", metadata={
+        "help": "name of a `pixel-soap train` run whose model is used"})
+    cache_dir: str | None = field(default=None, metadata={"help": "spectra cache",
+                                                          "default_help": "<out>/checkpoints/spectra_cache"})
+
+
+@dataclass
+class CompressOptions(_ModelOptions):
+    """Options of ``pixel-soap compress``."""
+
+    h_e_pca: str = field(default="1,2,3,5,7,10,15,20,30,40,50,75,100,125,150,175,200,250,300,308",
+                         metadata={"help": "PCA encoding dimensions"})
+    h_e_linear: str = field(default="2,5,10,20,50,100,200,300", metadata={"help": "linear AE encoding dimensions"})
+    deep_grid: str = field(default="2:2,5,10,20,50,100,200;4:2,5,10,20,50,100,200;10:2,5,10,20,50,100,200",
+                           metadata={"help": "deep AE runs as 'h_m:h_e,h_e;h_m:...' (paper: h_m in {2,4,10})"})
+    ae_train: int = field(default=96_000, metadata={
+        "help": "training spectra for PCA/AEs (96,000 = all of the paper setting)"})
+    ae_epochs: int = field(default=10_000, metadata={"help": "AE epochs (paper: 10,000)"})
+    ae_lr: float = field(default=1e-4, metadata={"help": "AE Adam learning rate (paper: 1e-4)"})
+    ae_batch: int = field(default=512, metadata={"help": "AE batch size (paper: 512)", "unit": "spectra"})
+    name: str = field(default="compress", metadata={"help": "results name"})
+
+
+@dataclass
+class NoiseOptions(_ModelOptions):
+    """Options of ``pixel-soap noise`` (plus ``--max-test``)."""
+
+    steps: int = field(default=20, metadata={"help": "number of sigma values (paper: 20)"})
+    sigma_min: float = field(default=0.1, metadata={"help": "smallest sigma_disturbance (paper: 0.1)",
+                                                    "unit": "pixels"})
+    sigma_max: float = field(default=5.0, metadata={"help": "largest sigma_disturbance (paper: 5.0)",
+                                                    "unit": "pixels"})
+    name: str = field(default="noise", metadata={"help": "results name"})
+
+
+@dataclass
+class RotationsOptions(_ModelOptions):
+    """Options of ``pixel-soap rotations`` (plus ``--max-test``)."""
+
+    cnn_train: int = field(default=30_000, metadata={"help": "training pixels of the CNN"})
+    cnn_epochs: int = field(default=20, metadata={"help": "CNN max epochs"})
+    patience: int = field(default=5, metadata={"help": "CNN early-stopping patience", "unit": "epochs"})
+    patch_half: int = field(default=20, metadata={"help": "patch half width h: (2h+1)^2 patches", "unit": "pixels"})
+    name: str = field(default="rotations", metadata={"help": "results name"})
+
+
+@dataclass
+class BackendOptions:
+    """Options of ``pixel-soap backend`` (plus SOAP parameters)."""
+
+    n_images: int = field(default=3, metadata={"help": "test digits compared, all pixels each"})
+    n_speed: int = field(default=500, metadata={"help": "spectra timed per backend"})
+    model: str | None = field(default=None, metadata={
+        "help": "also classify test pixels of this `train` run with spectra from pointsym's SOAP"})
+    n_model: int = field(default=2000, metadata={"help": "test pixels for --model"})
+    cache_dir: str | None = field(default=None, metadata={"help": "spectra cache",
+                                                          "default_help": "<out>/checkpoints/spectra_cache"})
+    name: str = field(default="backend_check", metadata={"help": "results name"})
+
+
 def _soap_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("SOAP (paper's best: 63, 7, 10, 3)")
-    g.add_argument("--r-cut", type=float, default=63.0, help="cutoff radius in pixels (default: 63)")
-    g.add_argument("--n-max", type=int, default=7, help="radial basis functions (default: 7)")
-    g.add_argument("--l-max", type=int, default=10, help="max angular degree (default: 10)")
-    g.add_argument("--sigma", type=float, default=3.0, help="Gaussian width in pixels (default: 3)")
+    add_dataclass_arguments(p, SOAPParams, overrides=_SOAP_OPTIONS, group="SOAP (paper's best: 63, 7, 10, 3)")
 
 
-def _data_args(p: argparse.ArgumentParser, n_train: int, n_test: int) -> None:
-    p.add_argument("--source", default="full", choices=("full", "embedded"), help="MNIST source (default: full)")
-    p.add_argument("--backend", default="auto", choices=BACKENDS,
-                   help="SOAP implementation: auto = pointsym if it agrees with DScribe, else DScribe (default)")
-    p.add_argument("--n-train", type=int, default=n_train, help=f"train+val spectra T (default: {n_train})")
-    p.add_argument("--n-test", type=int, default=n_test, help=f"test spectra (default: {n_test})")
-    p.add_argument("--cache-dir", default=None, help="spectra cache (default: <out>/checkpoints/spectra_cache)")
+def _spectra_limits(p: argparse.ArgumentParser) -> None:
+    add_limit_arguments(p, train="train+val spectra T (sampled from random training images)",
+                        test="test spectra (one per test image)", defaults={"train": 120_000, "test": 10_000},
+                        aliases={"train": ["--n-train"], "test": ["--n-test"]})
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="paper_setting",
-                   help="name of a `pixel-soap train` run whose model is used (default: paper_setting)")
-    p.add_argument("--cache-dir", default=None, help="spectra cache (default: <out>/checkpoints/spectra_cache)")
+def _test_limit(p: argparse.ArgumentParser, text: str) -> None:
+    add_limit_arguments(p, test=text, defaults={"test": 10_000}, aliases={"test": ["--n-test"]})
 
 
 def register(sub: Any) -> None:
     """Add ``pointsym pixel-soap {train,search,compress,noise,rotations,backend}``."""
-    from pointsym.experiments.common.cli import add_common_arguments
-
     p = sub.add_parser("pixel-soap", help="pixel-wise SOAP on MNIST (paper 000): train, search, compress, noise, "
                                           "rotations", description=__doc__.split("\n\n")[0])
     exp = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+    out = "results/pixel_soap"
 
     t = exp.add_parser("train", help="train the pixel MLP at one SOAP setting (paper: Table 1, Fig. 9)")
-    add_common_arguments(t, results="results/pixel_soap")
+    add_common_arguments(t, results=out, source="MNIST")
     _soap_args(t)
-    _data_args(t, 120_000, 10_000)
-    t.add_argument("--hidden", default=",".join(map(str, DEFAULT_HIDDEN)),
-                   help="hidden widths of the MLP (paper: not given; default: 256,256,128)")
-    t.add_argument("--epochs", type=int, default=300, help="max epochs (paper: 300)")
-    t.add_argument("--patience", type=int, default=20, help="early-stopping patience on val accuracy (default: 20)")
-    t.add_argument("--batch-size", type=int, default=128, help="batch size (paper: 128)")
-    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (paper: 1e-3)")
-    t.add_argument("--name", default="paper_setting", help="results name (default: paper_setting)")
+    _spectra_limits(t)
+    add_dataclass_arguments(t, TrainOptions, group="train")
     t.set_defaults(func=_train_main)
 
     s = exp.add_parser("search", help="Monte Carlo search over r_cut, n_max, l_max, sigma (paper: Fig. 10)")
-    add_common_arguments(s, results="results/pixel_soap")
-    _data_args(s, 120_000, 10_000)
-    s.add_argument("--trials", type=int, default=168, help="number of random trials (paper: 168)")
-    s.add_argument("--hidden", default=",".join(map(str, DEFAULT_HIDDEN)), help="MLP hidden widths")
-    s.add_argument("--epochs", type=int, default=300, help="max epochs per trial (paper: 300)")
-    s.add_argument("--patience", type=int, default=10, help="early-stopping patience (default: 10)")
-    s.add_argument("--name", default="search", help="results name (default: search)")
+    add_common_arguments(s, results=out, source="MNIST")
+    _spectra_limits(s)
+    add_dataclass_arguments(s, SearchOptions, group="search")
     s.set_defaults(func=_search_main)
 
     c = exp.add_parser("compress", help="PCA / linear AE / deep AE compression (paper: Figs. 18-19)")
-    add_common_arguments(c, results="results/pixel_soap")
-    _model_args(c)
-    c.add_argument("--h-e-pca", default="1,2,3,5,7,10,15,20,30,40,50,75,100,125,150,175,200,250,300,308",
-                   help="PCA encoding dimensions")
-    c.add_argument("--h-e-linear", default="2,5,10,20,50,100,200,300", help="linear AE encoding dimensions")
-    c.add_argument("--deep-grid", default="2:2,5,10,20,50,100,200;4:2,5,10,20,50,100,200;10:2,5,10,20,50,100,200",
-                   help="deep AE runs as 'h_m:h_e,h_e;h_m:...' (paper: h_m in {2,4,10})")
-    c.add_argument("--ae-train", type=int, default=96_000, help="training spectra for PCA/AEs (default: all 96,000)")
-    c.add_argument("--ae-epochs", type=int, default=10_000, help="AE epochs (paper: 10,000)")
-    c.add_argument("--ae-lr", type=float, default=1e-4, help="AE Adam learning rate (paper: 1e-4)")
-    c.add_argument("--ae-batch", type=int, default=512, help="AE batch size (paper: 512)")
-    c.add_argument("--name", default="compress", help="results name (default: compress)")
+    add_common_arguments(c, results=out)
+    add_dataclass_arguments(c, CompressOptions, group="compress")
     c.set_defaults(func=_compress_main)
 
     n = exp.add_parser("noise", help="accuracy vs Gaussian displacement of the points (paper: Fig. 20)")
-    add_common_arguments(n, results="results/pixel_soap")
-    _model_args(n)
-    n.add_argument("--n-test", type=int, default=10_000, help="test pixels (paper: 10,000)")
-    n.add_argument("--steps", type=int, default=20, help="number of sigma values (paper: 20)")
-    n.add_argument("--sigma-min", type=float, default=0.1, help="smallest sigma_disturbance (paper: 0.1)")
-    n.add_argument("--sigma-max", type=float, default=5.0, help="largest sigma_disturbance (paper: 5.0)")
-    n.add_argument("--name", default="noise", help="results name (default: noise)")
+    add_common_arguments(n, results=out)
+    _test_limit(n, "test pixels (paper: 10,000)")
+    add_dataclass_arguments(n, NoiseOptions, group="noise")
     n.set_defaults(func=_noise_main)
 
     r = exp.add_parser("rotations", help="rotated/mirrored test digits: SOAP MLP vs patch CNN (beyond the paper)")
-    add_common_arguments(r, results="results/pixel_soap")
-    _model_args(r)
-    r.add_argument("--n-test", type=int, default=10_000, help="test pixels (default: 10,000)")
-    r.add_argument("--cnn-train", type=int, default=30_000, help="training pixels of the CNN (default: 30,000)")
-    r.add_argument("--cnn-epochs", type=int, default=20, help="CNN max epochs (default: 20)")
-    r.add_argument("--patience", type=int, default=5, help="CNN early-stopping patience (default: 5)")
-    r.add_argument("--patch-half", type=int, default=20, help="patch half width: (2h+1)^2 patches (default: 20)")
-    r.add_argument("--name", default="rotations", help="results name (default: rotations)")
+    add_common_arguments(r, results=out)
+    _test_limit(r, "test pixels")
+    add_dataclass_arguments(r, RotationsOptions, group="rotations")
     r.set_defaults(func=_rotations_main)
 
     b = exp.add_parser("backend", help="compare pointsym's SOAP with DScribe on lifted test digits")
-    add_common_arguments(b, results="results/pixel_soap")
+    add_common_arguments(b, results=out, source="MNIST")
     _soap_args(b)
-    b.add_argument("--source", default="full", choices=("full", "embedded"), help="MNIST source (default: full)")
-    b.add_argument("--n-images", type=int, default=3, help="test digits compared, all pixels each (default: 3)")
-    b.add_argument("--n-speed", type=int, default=500, help="spectra timed per backend (default: 500)")
-    b.add_argument("--model", default=None,
-                   help="also classify test pixels of this `train` run with spectra from pointsym's SOAP")
-    b.add_argument("--n-model", type=int, default=2000, help="test pixels for --model (default: 2000)")
-    b.add_argument("--cache-dir", default=None, help="spectra cache (default: <out>/checkpoints/spectra_cache)")
-    b.add_argument("--name", default="backend_check", help="results name (default: backend_check)")
+    add_dataclass_arguments(b, BackendOptions, group="backend")
     b.set_defaults(func=_backend_main)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pointsym.core import check_int, check_positive
+from pointsym.core import CheckpointMixin, check_int, check_positive, warn_deprecated
 
 __all__ = [
     "ArrayDataset",
@@ -84,7 +84,7 @@ def _check_widths(name: str, widths: Sequence[int]) -> tuple[int, ...]:
     return widths
 
 
-class PixelMLP(nn.Module):
+class PixelMLP(CheckpointMixin, nn.Module):
     """Pixel classifier of paper 000, Fig. 8: ``Linear -> ReLU -> Dropout`` hidden layers.
 
     The paper does not give the widths; the default ``(512, 256, 128)`` (three hidden layers)
@@ -127,9 +127,16 @@ class PixelMLP(nn.Module):
         _check_input("x", x, (self.n_features,))
         return self.net(x)
 
-    def config(self) -> dict[str, Any]:
+    @property
+    def hypers(self) -> dict[str, Any]:
+        """Constructor arguments; ``PixelMLP(**m.hypers)`` rebuilds the architecture."""
         return {"n_features": self.n_features, "hidden": list(self.hidden), "n_classes": self.n_classes,
                 "dropout": self.dropout}
+
+    def config(self) -> dict[str, Any]:
+        """Deprecated alias of :attr:`hypers` (one release)."""
+        warn_deprecated("PixelMLP.config() is deprecated, use the PixelMLP.hypers property", stacklevel=2)
+        return self.hypers
 
     def extra_repr(self) -> str:
         n = sum(p.numel() for p in self.parameters())
@@ -137,7 +144,7 @@ class PixelMLP(nn.Module):
                f"dropout={self.dropout}, params={n}"
 
 
-class _Autoencoder(nn.Module):
+class _Autoencoder(CheckpointMixin, nn.Module):
     """Shared encode/forward/reset of the autoencoders: subclasses set ``encoder``/``decoder``."""
 
     n_features: int
@@ -173,6 +180,11 @@ class LinearAutoencoder(_Autoencoder):
         self.decoder = nn.Linear(self.h_e, self.n_features)
         self.reset_parameters()
 
+    @property
+    def hypers(self) -> dict[str, Any]:
+        """Constructor arguments; ``LinearAutoencoder(**m.hypers)`` rebuilds the architecture."""
+        return {"n_features": self.n_features, "h_e": self.h_e}
+
     def extra_repr(self) -> str:
         return f"n_features={self.n_features}, h_e={self.h_e}"
 
@@ -197,11 +209,16 @@ class DeepAutoencoder(_Autoencoder):
         self.decoder = nn.Sequential(nn.Linear(self.h_e, wide), nn.ReLU(), nn.Linear(wide, self.n_features))
         self.reset_parameters()
 
+    @property
+    def hypers(self) -> dict[str, Any]:
+        """Constructor arguments; ``DeepAutoencoder(**m.hypers)`` rebuilds the architecture."""
+        return {"n_features": self.n_features, "h_e": self.h_e, "h_m": self.h_m}
+
     def extra_repr(self) -> str:
         return f"n_features={self.n_features}, h_e={self.h_e}, h_m={self.h_m} (hidden {self.n_features * self.h_m})"
 
 
-class PatchCNN(nn.Module):
+class PatchCNN(CheckpointMixin, nn.Module):
     """Small CNN classifying a pixel from the image patch centred on it (not invariant).
 
     Three stride-2 convolutions (16, 32, 64 channels, ReLU), flattened, then
@@ -242,8 +259,15 @@ class PatchCNN(nn.Module):
         _check_input("x", x, (1, self.patch, self.patch))
         return self.head(self.features(x))
 
-    def config(self) -> dict[str, Any]:
+    @property
+    def hypers(self) -> dict[str, Any]:
+        """Constructor arguments; ``PatchCNN(**m.hypers)`` rebuilds the architecture."""
         return {"patch": self.patch, "n_classes": self.n_classes, "channels": list(self.channels)}
+
+    def config(self) -> dict[str, Any]:
+        """Deprecated alias of :attr:`hypers` (one release)."""
+        warn_deprecated("PatchCNN.config() is deprecated, use the PatchCNN.hypers property", stacklevel=2)
+        return self.hypers
 
     def extra_repr(self) -> str:
         n = sum(p.numel() for p in self.parameters())

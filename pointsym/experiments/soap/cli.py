@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from pointsym.experiments.common.cli import add_common_arguments, progress
+from pointsym.experiments.common.cli import RawDescriptionDefaultsHelpFormatter, add_common_arguments, progress
 
 __all__ = ["register", "read_structures", "soap_from_args"]
 
@@ -131,7 +131,7 @@ def _main(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     p = sub.add_parser("soap", help="SOAP features of ASE-readable files -> .npy/.npz",
                        description=__doc__.split("\n\n")[0],
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+                       formatter_class=RawDescriptionDefaultsHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("files", nargs="+", help="structure files (anything ase.io.read understands)")
     p.add_argument("-o", "--output", required=True, help="output file, .npy or .npz")
     p.add_argument("--index", default=":", help="ase index of the frames to read from each file (default: all)")
