@@ -9,6 +9,7 @@ Sub-packages (imported lazily so that ``import pointsym`` stays cheap):
 - :mod:`pointsym.models` -- complete models (CSNN classifier, PET, PointNet, ...).
 - :mod:`pointsym.symmetrize` -- exact symmetrization of any model (ECSE).
 - :mod:`pointsym.fields` -- neural structure fields for crystals.
+- :mod:`pointsym.calculators` -- ASE calculators around trained structure models (MD, relaxations).
 - :mod:`pointsym.datasets` -- data-root resolution and loaders (MNIST, ModelNet10, crystals, ...).
 - :mod:`pointsym.geometry` -- rotations, symmetry groups, neighbour lists.
 - :mod:`pointsym.testing` -- public invariance / equivariance harness.
@@ -30,6 +31,7 @@ _SUBMODULES = (
     "models",
     "symmetrize",
     "fields",
+    "calculators",
     "datasets",
     "geometry",
     "experiments",

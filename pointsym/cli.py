@@ -52,9 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         apply_common_arguments(args)
         return int(args.func(args) or 0)
-    except (PointsymError, ValueError, TypeError, FileNotFoundError) as exc:
-        # User errors and the project's own errors (a diverged training, a bad checkpoint):
-        # one clear line, no traceback (POINTSYM_DEBUG=1 shows it).
+    except (PointsymError, ValueError, TypeError, OSError) as exc:
+        # User errors and the project's own errors (a diverged training, a bad checkpoint), and
+        # files that cannot be read or written (missing, permissions, disk full): one clear
+        # line, no traceback (POINTSYM_DEBUG=1 shows it).
         import os
 
         if os.environ.get("POINTSYM_DEBUG"):

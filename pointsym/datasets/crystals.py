@@ -96,7 +96,18 @@ def read_nesf_arrays(path: str | os.PathLike[str], *, sidx_to_z: Sequence[int] |
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Crystal file {str(path)!r} does not exist.")
-    with np.load(path, allow_pickle=False) as d:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, "pickled (object) data", EOFError, OSError, ...
+        why = ("a truncated or corrupt zip archive" if type(exc).__name__ == "BadZipFile" else
+               "not a numpy file at all" if "pickled" in str(exc) else f"{type(exc).__name__}: {exc}")
+        raise ValueError(f"{str(path)!r} is not a readable .npz archive ({why}); expected a NeSF "
+                         "crystal npz with the arrays positions, numbers, offsets, lengths and angles_rad "
+                         "(as written by numpy.savez or pointsym's write_npz).") from exc
+    if not hasattr(archive, "files"):
+        raise ValueError(f"{str(path)!r} holds a single numpy array, not a NeSF crystal npz with the arrays "
+                         "positions, numbers, offsets, lengths and angles_rad.")
+    with archive as d:
         missing = {"positions", "numbers", "offsets", "lengths", "angles_rad"} - set(d.files)
         if missing:
             raise ValueError(f"{str(path)!r} is not a NeSF crystal npz: missing arrays {sorted(missing)}.")

@@ -174,12 +174,24 @@ class Plan:
         else:
             self._ymask = None
         self._cache: dict[tuple[Any, Any], dict[str, torch.Tensor]] = {}
+        self._host_fast: dict[str, Any] = {}
+
+    def fast_table(self) -> tuple[np.ndarray, float]:
+        """Quintic Hermite table of the orthonormalised GTO radial functions (built once, float64)."""
+        if "fast_table" not in self._host_fast:
+            from pointsym.descriptors._fast import radial_table
+
+            w = self._host["radial_w"]
+            M = np.transpose(self._host["Mt"], (0, 2, 1))
+            self._host_fast["fast_table"] = radial_table(w[:, 0], -w[:, 1], M, self.cutoff)
+        return self._host_fast["fast_table"]
 
     def __getstate__(self) -> dict[str, Any]:
         # The per-(dtype, device) tensor cache is rebuilt on demand: dropping it keeps pickles
         # (Dask / multiprocessing workers) small and free of GPU tensors.
         state = self.__dict__.copy()
         state["_cache"] = {}
+        state["_host_fast"] = {}
         return state
 
     # ------------------------------------------------------------------ constants

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -22,9 +23,10 @@ from pointsym.core import (
     resolve_device,
     to_numpy,
 )
+from pointsym.descriptors import _fast
 from pointsym.descriptors._engine import Plan, _Chunk
 from pointsym.descriptors._harmonics import differentiable_mode, needs_graph
-from pointsym.descriptors._systems import Batch, System, as_system, build_batch, is_single_system
+from pointsym.descriptors._systems import Batch, System, _within_cutoff, as_system, build_batch, is_single_system
 
 __all__ = ["SOAP"]
 
@@ -36,6 +38,11 @@ _CHUNK_ELEMENTS = 2_000_000
 _MAX_SLOTS = 8192
 # Centres per group of systems handled in one pass (bounds the memory of the pair bookkeeping).
 _MAX_GROUP_CENTRES = 4096
+# The compiled path (:mod:`pointsym.descriptors._fast`) keeps no per-slot intermediates, so its
+# memory is the pair list of a group: smaller groups keep the peak near DScribe's.
+_MAX_GROUP_CENTRES_FAST = 1024
+# Padded (centre, species, neighbour) slots of one compiled-kernel chunk (~1.7 kB each at l_max 10).
+_FAST_SLOTS = 8192
 
 
 @contextlib.contextmanager
@@ -427,6 +434,8 @@ class SOAP:
     def _evaluate(self, systems: list[System], centres: list[Any], dtype: torch.dtype, *,
                   allow_empty: bool = False) -> tuple[torch.Tensor, Batch]:
         """Features of all centres (``(C, F)``) or of all systems when averaged (``(B, F)``)."""
+        if self._fast_path(systems):
+            return self._evaluate_fast(systems, centres, dtype, allow_empty)
         plan, device = self._plan, self.device
         batch = build_batch(systems, centres, plan.cutoff, allow_empty=allow_empty)
         consts = plan.constants(dtype, device)
@@ -535,6 +544,178 @@ class SOAP:
         inverse[np.concatenate(row_ids)] = np.arange(C)
         return out[torch.as_tensor(inverse, device=device)], batch
 
+    def _fast_path(self, systems: list[System]) -> bool:
+        """Whether the compiled forward kernel applies (GTO basis, CPU, no derivative requested)."""
+        if not (_fast.HAVE_NUMBA and self._rbf == "gto" and self.device.type == "cpu"):
+            return False
+        tensors = [x for s in systems for x in (s.positions, s.cell) if isinstance(x, torch.Tensor)]
+        return not (tensors and needs_graph(*tensors))
+
+    def _fast_pairs(self, systems: list[System], centres: list[Any], allow_empty: bool) -> dict[str, Any]:
+        """Pairs grouped by centre for the compiled kernel: vectors, neighbour species, CSR starts.
+
+        Every-atom centres (the common case) are searched directly (all pairs for compact
+        clouds, else vesin's sorted list with the vectors it computes) and the centre's own atom
+        is passed separately; other centre specifications go through :func:`build_batch`.
+        """
+        cutoff = self._plan.cutoff
+        lookup = np.full(int(self._atomic_numbers.max()) + 1, -1, dtype=np.int64)
+        lookup[self._atomic_numbers] = np.arange(len(self._atomic_numbers))
+        if any(c is not None for c in centres):
+            batch = build_batch(systems, centres, cutoff, allow_empty=allow_empty)
+            pc = batch.pair_centre
+            order = np.argsort(pc, kind="stable") if pc.shape[0] > 1 and not np.all(pc[1:] >= pc[:-1]) else None
+            pa, shifts = (batch.pair_atom, batch.pair_shift) if order is None else (batch.pair_atom[order],
+                                                                                    batch.pair_shift[order])
+            pc = pc if order is None else pc[order]
+            C = batch.centre_system.shape[0]
+            start = np.zeros(C + 1, dtype=np.int64)
+            np.cumsum(np.bincount(pc, minlength=C), out=start[1:])
+            pos = np.concatenate([s.positions_np for s in systems])
+            cpos = batch.centre_point.copy()
+            is_atom = batch.centre_atom >= 0
+            cpos[is_atom] = pos[batch.centre_atom[is_atom]]
+            vec = pos[pa]
+            vec -= cpos[pc]
+            for b, s in enumerate(systems):
+                if s.pbc.any():
+                    p0, p1 = start[batch.centre_offset[b]], start[batch.centre_offset[b + 1]]
+                    vec[p0:p1] += shifts[p0:p1] @ s.cell_np
+            return {"vec": vec, "spec": lookup[batch.numbers][pa], "start": start, "self_spec": np.zeros(C, np.int64),
+                    "self_w": np.zeros(C), "centre_offset": batch.centre_offset, "centre_system": batch.centre_system}
+        import vesin
+
+        vecs, specs, counts, self_spec = [], [], [], []
+        centre_offset = np.zeros(len(systems) + 1, dtype=np.int64)
+        has_self = np.zeros(len(systems), dtype=bool)
+        for b, s in enumerate(systems):
+            pos, n = s.positions_np, s.numbers.shape[0]
+            sp = lookup[s.numbers]
+            if _within_cutoff(s, pos, cutoff):  # all pairs, the centre's own atom at r = 0 included
+                vecs.append((pos[None, :, :] - pos[:, None, :]).reshape(-1, 3))
+                specs.append(np.tile(sp, n))
+                counts.append(np.full(n, n, dtype=np.int64))
+            else:
+                nl = vesin.NeighborList(cutoff=float(cutoff), full_list=True, sorted=True)
+                box = s.cell_np if s.pbc.any() else np.zeros((3, 3))
+                i, j, d = nl.compute(pos, box, s.pbc.tolist(), quantities="ijD")
+                vecs.append(np.asarray(d, dtype=np.float64))
+                specs.append(sp[np.asarray(j, dtype=np.int64)])
+                counts.append(np.bincount(np.asarray(i, dtype=np.int64), minlength=n))
+                has_self[b] = True
+            self_spec.append(sp)
+            centre_offset[b + 1] = centre_offset[b] + n
+        C = int(centre_offset[-1])
+        start = np.zeros(C + 1, dtype=np.int64)
+        np.cumsum(np.concatenate(counts), out=start[1:])
+        self_w = np.repeat(has_self.astype(np.float64), np.diff(centre_offset))
+        return {"vec": np.concatenate(vecs), "spec": np.concatenate(specs), "start": start,
+                "self_spec": np.concatenate(self_spec), "self_w": self_w, "centre_offset": centre_offset,
+                "centre_system": np.repeat(np.arange(len(systems)), np.diff(centre_offset))}
+
+    def _evaluate_fast(self, systems: list[System], centres: list[Any], dtype: torch.dtype,
+                       allow_empty: bool) -> tuple[torch.Tensor, Batch]:
+        """:meth:`_evaluate` through the compiled kernel: pairs in centre order, no padding."""
+        plan, S = self._plan, len(self._atomic_numbers)
+        L, N = self._l_max, self._n_max
+        consts = plan.constants(dtype, self.device)
+        pairs = self._fast_pairs(systems, centres, allow_empty)
+        vec, pair_spec, start = pairs["vec"], pairs["spec"], pairs["start"]
+        self_w, self_spec, csys = pairs["self_w"], pairs["self_spec"], pairs["centre_system"]
+        C, B = csys.shape[0], len(systems)
+        np_dtype = np.float32 if dtype == torch.float32 else np.float64
+        if self._weighting or self._use_species_weights:
+            r2 = torch.from_numpy(np.einsum("pi,pi->p", vec, vec))
+            sw = torch.from_numpy(self._species_weights[pair_spec]) if self._use_species_weights else None
+            w = plan.pair_weights(r2, sw).numpy()
+            sw0 = torch.from_numpy(self._species_weights[self_spec]) if self._use_species_weights else None
+            w_self = plan.pair_weights(torch.zeros(C, dtype=torch.float64), sw0).numpy()
+            self_w = np.where(self_w != 0, w_self, 0.0)  # 0 where the own atom is already a pair (all-pairs clouds)
+            if not (np.all(np.isfinite(w)) and np.all(np.isfinite(self_w))):
+                raise ValueError(
+                    "The weighting function is infinite for some neighbour (e.g. 'pow' with d=0 at the central "
+                    "atom); set weighting['w0'] or a positive 'd'."
+                )
+        else:
+            w = np.ones(vec.shape[0])
+        vec, w = vec.astype(np_dtype, copy=False), w.astype(np_dtype, copy=False)
+        table, inv_h = plan.fast_table()
+        table = table.astype(np_dtype, copy=False)
+        # slots per (centre, species): the largest neighbour count of a centre, own atom included
+        pair_c = np.repeat(np.arange(C), np.diff(start))
+        counts = np.bincount(pair_c * S + pair_spec, minlength=C * S).reshape(C, S)
+        counts[np.arange(C), self_spec] += self_w != 0
+        k_c = np.maximum(counts.max(axis=1), 1)
+        average = self.average
+        acc = torch.zeros(B * S, L + 1, 2 * L + 2, N, dtype=dtype) if average == "inner" else None
+        out = torch.zeros(B, plan.n_features, dtype=dtype) if average == "outer" else torch.empty(
+            C, plan.n_features, dtype=dtype)
+        sys_t = torch.as_tensor(csys)
+        k_max = int(k_c.max()) if C else 0
+        n_slots = max(min(_FAST_SLOTS, C * S * k_max), S * k_max)  # the largest chunk
+        chunks = []
+        c0 = 0
+        while c0 < C:
+            # consecutive centres while (centres x S x largest count) fits the slot budget
+            k_run = np.maximum.accumulate(k_c[c0 : c0 + _FAST_SLOTS])
+            cost = np.arange(1, k_run.shape[0] + 1) * S * k_run
+            c1 = c0 + max(1, int(np.searchsorted(cost, _FAST_SLOTS, side="right")))
+            chunks.append((c0, c1, int(k_run[c1 - c0 - 1])))
+            c0 = c1
+        local = threading.local()
+
+        def run(chunk: tuple[int, int, int]) -> tuple[int, int, torch.Tensor]:
+            """Coefficients (average="inner") or features of one chunk of centres."""
+            c0, c1, K = chunk
+            G = (c1 - c0) * S
+            if getattr(local, "work", None) is None:  # per-thread buffers, reused: no page faults per chunk
+                local.work = (np.empty(n_slots * (L + 1) * (L + 2), np_dtype),
+                              np.empty(n_slots * table.shape[2], np_dtype))
+            ybuf, rbuf = _fast.pair_slots(vec, w, pair_spec, start[c0 : c1 + 1], self_w[c0:c1], self_spec[c0:c1],
+                                          S, L, N, K, table, inv_h, 1, local.work)
+            Y, Rt = torch.from_numpy(ybuf), torch.from_numpy(rbuf).view(L + 1, G, K, -1)
+            X = torch.zeros(G, L + 1, 2 * L + 2, Rt.shape[-1], dtype=dtype)
+            for l in range(L + 1):
+                Yl = Y[G * K * l * (l + 1) : G * K * (l + 1) * (l + 2)].view(G, 2 * l + 2, K)
+                X[:, l, : 2 * l + 2] = torch.bmm(Yl, Rt[l])
+            if X.shape[-1] != N:
+                X = X[..., :N].contiguous()
+            return c0, c1, X if average == "inner" else plan.power_spectrum(X, c1 - c0, consts)
+
+        threads_before = torch.get_num_threads()
+        threads = min(threads_before, len(chunks))
+        if threads > 1:
+            # Chunks run concurrently, one Python thread each with single-threaded torch inside: the
+            # kernel releases the GIL and a chunk is only a dozen large torch calls.
+            torch.set_num_threads(1)
+            try:
+                results = list(_fast._pool(threads).map(run, chunks))
+            finally:
+                torch.set_num_threads(threads_before)
+        else:
+            results = map(run, chunks)
+        for c0, c1, value in results:
+            if average == "inner":
+                assert acc is not None
+                gsys = (sys_t[c0:c1, None] * S + torch.arange(S)[None, :]).reshape(-1)
+                acc.index_add_(0, gsys, value)
+            elif average == "outer":
+                out.index_add_(0, sys_t[c0:c1], value)
+            else:
+                out[c0:c1] = value
+        empty = np.zeros(0, dtype=np.int64)
+        batch = Batch(systems=systems, atom_offset=empty, numbers=empty, centre_system=csys, centre_atom=empty,
+                      centre_point=np.zeros((0, 3)), centre_offset=pairs["centre_offset"], pair_centre=empty,
+                      pair_atom=empty, pair_shift=np.zeros((0, 3), dtype=np.int64))
+        n_per_sys = torch.as_tensor(np.bincount(csys, minlength=B), dtype=dtype)
+        if average == "inner":
+            assert acc is not None
+            mean = acc / n_per_sys.repeat_interleave(S).view(-1, 1, 1, 1)
+            return plan.power_spectrum(mean, B, consts), batch
+        if average == "outer":
+            return out / n_per_sys[:, None], batch
+        return out, batch
+
     def _evaluate_parts(self, systems: list[System], centres: list[Any], dtype: torch.dtype, *,
                         allow_empty: bool = False) -> list[torch.Tensor]:
         """Per-system results (``(n_centers, F)``, or ``(F,)`` averaged), in groups of systems.
@@ -547,9 +728,10 @@ class SOAP:
             counts.append(s.numbers.shape[0] if c is None else (len(c) if hasattr(c, "__len__") else 1))
         parts: list[torch.Tensor] = []
         start = 0
+        limit = _MAX_GROUP_CENTRES_FAST if self._fast_path(systems) else _MAX_GROUP_CENTRES
         while start < len(systems):
             stop, total = start, 0
-            while stop < len(systems) and (stop == start or total + counts[stop] <= _MAX_GROUP_CENTRES):
+            while stop < len(systems) and (stop == start or total + counts[stop] <= limit):
                 total += counts[stop]
                 stop += 1
             feats, batch = self._evaluate(systems[start:stop], centres[start:stop], dtype, allow_empty=allow_empty)

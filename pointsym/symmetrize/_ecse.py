@@ -98,6 +98,39 @@ class _Centered:
         return y - self.ref[index]
 
 
+def _output_shape_message(name: str, kind: str, y: Any, n_struct: int, n_atoms: int, counts: list[int] | None,
+                          tail: tuple[int, ...]) -> str:
+    """What a wrongly shaped model output should be, per structure and atom (the user's terms).
+
+    ECSE calls the model on many rotated copies of each structure at once, so the raw row
+    counts of that call (``n_struct`` copies, ``n_atoms`` atoms in all) mean nothing to the user.
+    """
+    sizes = sorted(set(counts)) if counts else []
+    atoms = (f"{sizes[0]} atoms" if len(sizes) == 1 else
+             f"{sizes[0]} to {sizes[-1]} atoms per structure" if sizes else "one per atom")
+    per_atom = kind.startswith("atom_")
+    last = {(): "", (3,): " and a last axis of size 3", (3, 3): " and last axes (3, 3)"}[tail]
+    want = (f"one row per atom ({atoms}){last}" if per_atom else
+            f"one row per structure{last}" + (f" (of {atoms})" if sizes else ""))
+    if not isinstance(y, torch.Tensor):
+        got = f"a {type(y).__name__}"
+    else:
+        rows, rest = (int(y.shape[0]), tuple(y.shape[1:])) if y.dim() else (0, ())
+        if y.dim() == 0:
+            got = "a 0-d tensor (no row axis)"
+        elif rows == n_atoms and n_atoms != n_struct:
+            got = f"one row per atom, each of shape {rest}"
+        elif rows == n_struct and n_atoms != n_struct:
+            got = f"one row per structure, each of shape {rest}"
+        elif n_struct and rows % n_struct == 0:
+            got = f"{rows // n_struct} row(s) per structure, each of shape {rest}"
+        else:
+            got = f"{rows} rows of shape {rest} for {n_struct} structure(s) of {atoms}"
+    kind_text = "per-atom" if per_atom else "per-structure"
+    return (f"Model {name} declared {kind!r} is a {kind_text} output and must have {want}; the model returned {got}. "
+            "Return that shape, or declare the output's kind in 'outputs' (e.g. 'scalar', 'atom_vector').")
+
+
 class ECSE(CheckpointMixin, nn.Module):
     """Wrap a structure model so that its outputs become exactly O(3)-equivariant and smooth.
 
@@ -324,7 +357,7 @@ class ECSE(CheckpointMixin, nn.Module):
                     parts.append(res)
                     start += n
                 out = self._stack_single(parts)
-        return self._check_outputs(out, len(counts), pos.shape[0])
+        return self._check_outputs(out, len(counts), pos.shape[0], counts)
 
     def _stack_single(self, parts: list[Any]) -> Any:
         def cat(key: str | None) -> torch.Tensor:
@@ -338,7 +371,8 @@ class ECSE(CheckpointMixin, nn.Module):
             raise TypeError("'outputs' is a dict, so the model must return a dict of tensors.")
         return {k: cat(k) for k in self.outputs}
 
-    def _check_outputs(self, out: Any, n_struct: int, n_atoms: int) -> dict[str | None, torch.Tensor]:
+    def _check_outputs(self, out: Any, n_struct: int, n_atoms: int,
+                       counts: list[int] | None = None) -> dict[str | None, torch.Tensor]:
         if None in self.outputs:
             if not isinstance(out, torch.Tensor):
                 raise TypeError(f"The model returned {type(out).__name__}; with a single declared kind in "
@@ -362,9 +396,7 @@ class ECSE(CheckpointMixin, nn.Module):
             tail = {"scalar": (), "vector": (3,), "tensor": (3, 3)}[base]
             if (not isinstance(y, torch.Tensor) or y.dim() < 1 + len(tail) or y.shape[0] != lead
                     or tuple(y.shape[y.dim() - len(tail):]) != tail):
-                shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-                raise ValueError(f"Model {name} declared {kind!r} must have shape ({lead}, ...{', ' if tail else ''}"
-                                 f"{', '.join(map(str, tail))}) here (got {shape}).")
+                raise ValueError(_output_shape_message(name, kind, y, n_struct, n_atoms, counts, tail))
         return out
 
     # ------------------------------------------------------------------ evaluation

@@ -8,10 +8,14 @@ from pointsym.training._trainer import (
     RESUMABLE_CHANGES,
     TrainConfig,
     Trainer,
+    barrier,
     config_changes,
+    init_weights,
+    is_main_process,
     load_checkpoint,
     move_aside,
     seed_everything,
 )
 
-__all__ = ["RESUMABLE_CHANGES", "TrainConfig", "Trainer", "config_changes", "load_checkpoint", "move_aside", "seed_everything"]
+__all__ = ["RESUMABLE_CHANGES", "TrainConfig", "Trainer", "barrier", "config_changes", "init_weights",
+           "is_main_process", "load_checkpoint", "move_aside", "seed_everything"]

@@ -25,8 +25,8 @@ from pointsym.core import (
     check_positive,
 )
 
-__all__ = ["RESUMABLE_CHANGES", "TrainConfig", "Trainer", "config_changes", "load_checkpoint", "move_aside",
-           "seed_everything"]
+__all__ = ["RESUMABLE_CHANGES", "TrainConfig", "Trainer", "barrier", "config_changes", "init_weights",
+           "is_main_process", "load_checkpoint", "move_aside", "seed_everything"]
 
 CHECKPOINT_VERSION = 1
 
@@ -34,7 +34,7 @@ CHECKPOINT_VERSION = 1
 #: run, and where or how verbosely it runs does not change what it learns. Applied to the
 #: top-level config and to the keys of ``config.extra``.
 RESUMABLE_CHANGES = frozenset({"epochs", "patience", "quiet", "device", "num_workers", "out_dir", "resume",
-                               "restart", "threads"})
+                               "restart", "threads", "init_from"})
 _CHECKPOINT_FILES = ("last.pt", "best.pt", "metrics.json")
 
 # loss_fn(model, batch) -> (scalar loss tensor, {metric name: float})
@@ -116,6 +116,21 @@ def _dist_info() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world
 
 
+def is_main_process() -> bool:
+    """True in a single process and on rank 0 of a ``torchrun`` launch: the one that writes results."""
+    return _dist_info()[0] == 0
+
+
+def barrier() -> None:
+    """Wait for every process of a ``torchrun`` launch (no-op in a single process or before
+    :class:`Trainer` initialised the process group)."""
+    if _dist_info()[2] > 1:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
     """Load a pointsym Trainer checkpoint, refusing unreadable files and newer format versions.
 
@@ -152,11 +167,70 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
     return ckpt
 
 
+def init_weights(model: torch.nn.Module, path: str | os.PathLike[str], *, flag: str = "--init-from",
+                 key: str | None = None) -> torch.nn.Module:
+    """Load only the weights of ``path`` into ``model`` (no optimizer, history or RNG state).
+
+    ``path`` is a model file (``Model.save``, ``format: "pointsym-model"``), a Trainer
+    checkpoint (``last.pt``/``best.pt``, weights in ``"model"``) or a bundle holding a model
+    file under ``key``. A model of another class or architecture is a ``ValueError`` that
+    names the differing hyper-parameters (or parameter shapes) and ``flag``.
+    """
+    from pointsym.core import read_torch_file
+    from pointsym.core.checkpoints import is_model_payload
+
+    name = str(path)
+    raw = read_torch_file(path, map_location="cpu")
+    if key is not None and isinstance(raw, dict) and is_model_payload(raw.get(key)):
+        raw = raw[key]
+    hypers = getattr(model, "hypers", None)
+    if is_model_payload(raw):
+        cls = raw.get("class")
+        if cls != type(model).__name__:
+            raise ValueError(f"{flag} {name!r} holds a {cls} model; this run trains a {type(model).__name__}.")
+        stored = raw.get("hypers")
+        state = raw.get("state_dict")
+    elif isinstance(raw, dict) and "format_version" in raw and isinstance(raw.get("model"), dict):
+        spec = ((raw.get("config") or {}).get("extra") or {}).get("model")
+        stored = spec.get("hypers") if isinstance(spec, dict) and spec.get("class") == type(model).__name__ else None
+        state = raw["model"]
+    else:
+        raise CheckpointError(f"{flag} {name!r} is neither a pointsym model file nor a Trainer checkpoint.")
+    if isinstance(stored, dict) and isinstance(hypers, dict):
+        def norm(v: Any) -> Any:
+            return json.loads(json.dumps(v, default=str))
+
+        diff = {k: (stored.get(k), hypers.get(k)) for k in sorted(set(stored) | set(hypers))
+                if norm(stored.get(k)) != norm(hypers.get(k))}
+        # Data-derived settings (self energies, boxes) are weights too: compare architecture only.
+        diff = {k: v for k, v in diff.items() if k not in ("self_energies",)}
+        if diff:
+            shown = ", ".join(f"{k}: {a!r} in the file, {b!r} in this run" for k, (a, b) in diff.items())
+            raise ValueError(f"{flag} {name!r} holds a model of another architecture ({shown}); pass the same "
+                             "model options as the run that wrote it.")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{flag} {name!r} holds no model weights.")
+    own = model.state_dict()
+    bad = [f"{k}: {tuple(v.shape)} in the file, {tuple(own[k].shape)} here" for k, v in state.items()
+           if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if bad or missing or unexpected:
+        parts = bad[:3] + ([f"missing {missing[:3]}"] if missing else []) + (
+            [f"unexpected {unexpected[:3]}"] if unexpected else [])
+        raise ValueError(f"{flag} {name!r} holds weights of another architecture ({'; '.join(parts)}); pass the "
+                         "same model options as the run that wrote it.")
+    model.load_state_dict(state)
+    return model
+
+
 def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    # config.extra is flattened recursively (extra.model.hypers.d_model), so that a changed
+    # setting is named by itself rather than by the whole dict holding it.
     out: dict[str, Any] = {}
     for key, value in config.items():
-        if prefix == "" and key == "extra" and isinstance(value, dict):
-            out.update(_flatten(value, "extra."))
+        if isinstance(value, dict) and (prefix or key == "extra") and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
         else:
             out[prefix + key] = value
     return out
@@ -344,8 +418,9 @@ class Trainer:
                 loss, metrics = self.loss_fn(self._ddp_model, batch)
                 if not torch.isfinite(loss):
                     raise TrainingDivergedError(
-                        f"Loss became {loss.item()} at epoch {epoch + 1}; lower 'lr', enable 'grad_clip' "
-                        "or check the inputs for NaN."
+                        f"Loss became {loss.item()} at epoch {epoch + 1} (learning rate {self.config.lr:g}); "
+                        "lower the learning rate ('lr', --lr on the command line), clip the gradients "
+                        "('grad_clip') or check the inputs for NaN."
                     )
                 if train:
                     self.optimizer.zero_grad(set_to_none=True)
@@ -418,8 +493,8 @@ class Trainer:
             shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
             raise ConfigMismatchError(
                 f"{str(path)!r} holds a run with other settings ({shown}); resuming it would mix them. "
-                "Use --restart to start fresh (the old checkpoints are moved aside, not deleted), "
-                "--init-from PATH to start from its weights only, or another --out."
+                "Use --restart to start fresh (the old checkpoints are moved aside, not deleted; add "
+                "--init-from PATH to start from the weights of a checkpoint only), or another --out."
             )
         try:
             self.model.load_state_dict(ckpt["model"])

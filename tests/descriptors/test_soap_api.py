@@ -92,7 +92,9 @@ def test_native_compute_and_create_tensor():
     assert feats.shape == (len(numbers), soap.get_number_of_features())
     assert index.tolist() == batch.tolist()
     ref = soap.create([MOL, other])
-    assert max_rel(feats[: len(MOL)].detach().numpy(), ref[0]) <= 1e-12
+    # compute() with gradients runs the exact torch engine, create() the compiled kernel whose
+    # radial functions come from a quintic Hermite table (~1e-11 relative; see test_soap_fast.py).
+    assert max_rel(feats[: len(MOL)].detach().numpy(), ref[0]) <= 1e-10
     feats.sum().backward()
     assert pos.grad is not None and torch.isfinite(pos.grad).all()
     sub, sub_index = soap.compute(pos.detach(), numbers, batch=batch, centers=[1, len(MOL) + 2])

@@ -111,7 +111,7 @@ def test_eval_exact_cli(tmp_path):
                     "--out", str(out), "--quiet", "--plots", "0"]) == 0
     m = json.loads((out / "eval_exact_lim_l6_val.json").read_text())["metrics"]
     assert m["atom_count_error_pct"] == 0.0 and m["position_error_actual"] < 1e-9 and m["n_structures"] == 20
-    with pytest.raises(ValueError, match="box='model'"):
+    with pytest.raises(ValueError, match="--box model needs a trained model"):
         run_cli(["nesf-eval", "--model", "exact", "--data", "lim_l6", "--source", "embedded", "--box", "model",
                  "--out", str(out), "--quiet"])
 

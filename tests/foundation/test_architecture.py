@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2] / "pointsym"
 # only. Derived from the imports in the code: every edge that exists is downward in this order.
 # Current edges: geometry, datasets, training -> core; structures, descriptors, nn, testing -> core,
 # geometry; models -> core, nn, structures; symmetrize -> core, geometry, structures; fields -> core,
-# datasets; experiments -> the rest; cli -> core, experiments.
+# datasets; calculators -> core, structures, symmetrize; experiments -> the rest; cli -> core, experiments.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("core", "typing"),  # typing: the type aliases (imports only numpy)
     ("geometry",),
@@ -39,7 +39,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("training",),
     ("descriptors", "nn"),
     ("models", "symmetrize"),
-    ("fields",),
+    ("fields", "calculators"),  # calculators: the ASE calculator around a saved model (and ECSE)
     ("testing",),
     ("experiments",),
     ("cli",),

@@ -102,7 +102,7 @@ def test_cli_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="--discrepancy-structures must be >= 1"):
         run(["pet-train", "--data", "methane", "--source", "embedded", "--discrepancy-structures", "0",
              "--out", str(tmp_path)])
-    with pytest.raises(ValueError, match="neither an existing extxyz file nor a data set name"):
+    with pytest.raises(ValueError, match="neither an existing structure file nor a data set name"):
         run(["pet-train", "--data", "no-such-set", "--out", str(tmp_path)])
     with pytest.raises(FileNotFoundError, match="does not exist"):
         run(["pet-predict", "--model", "random:0", "--input", str(tmp_path / "nope.xyz"), "--output",

@@ -97,7 +97,8 @@ def test_declared_outputs_are_checked(methane):
         ECSE(mlp, r_cut=3.0, outputs={"energy": "scalar"})(**methane)
     with pytest.raises(TypeError, match="not a dict|must return one tensor"):
         ECSE(mlp, r_cut=3.0, outputs="scalar")(**methane)
-    with pytest.raises(ValueError, match="must have shape"):
+    with pytest.raises(ValueError, match=r"must have one row per atom \(5 atoms\) and a last axis of size 3; "
+                                         r"the model returned one row per structure"):
         ECSE(mlp, r_cut=3.0, outputs={**NeighborMLP.OUTPUTS, "vector": "atom_vector"})(**methane)
     with pytest.raises(ValueError, match="Expected 'outputs"):
         ECSE(mlp, r_cut=3.0, outputs="pseudovector")

@@ -44,11 +44,13 @@ __all__ = [
     "add_output_arguments",
     "add_run_arguments",
     "apply_common_arguments",
+    "check_option",
     "argument_group",
     "config_from_args",
     "format_default",
     "progress",
     "resolve_device",
+    "validate_options",
 ]
 
 T = TypeVar("T")
@@ -175,9 +177,26 @@ def add_data_arguments(parser: Any, *, source: str | None = None, data_dir: bool
 def _limit_type(flag: str) -> Callable[[str], int]:
     def convert(text: str) -> int:
         try:
-            return int(text)
+            value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer N for {flag} (got {text!r})") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"expected an integer N >= 1 for {flag} (got {text!r}); leave "
+                                             f"{flag} out to use all")
+        return value
+
+    return convert
+
+
+def _int_at_least(flag: str, minimum: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer for {flag} (got {text!r})") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum} for {flag} (got {text!r})")
+        return value
 
     return convert
 
@@ -212,10 +231,11 @@ def add_run_arguments(parser: Any, *, seed: bool = True) -> None:
     """The run group: ``--device``, ``--threads``, ``--quiet`` and (with ``seed``) ``--seed``."""
     g = argument_group(parser, "run")
     g.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--threads", type=_int_at_least("--threads", 1), default=None,
+                   help="torch CPU threads (default: torch's choice)")
     g.add_argument("--quiet", action="store_true", help="no progress bars or progress messages (default: off)")
     if seed:
-        g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+        g.add_argument("--seed", type=_int_at_least("--seed", 0), default=0, help="random seed, >= 0 (default: 0)")
 
 
 def add_output_arguments(parser: Any, default: str) -> None:
@@ -273,7 +293,9 @@ def add_dataclass_arguments(parser: Any, cls: type, *, include: Iterable[str] | 
     * ``flag`` (option string, default ``--<name-with-dashes>``), ``aliases`` (deprecated old
       spellings, hidden), ``type`` (conversion replacing the one derived from the annotation),
       ``action`` (e.g. ``"store_true"``), ``group`` (argument group title), ``cli=False``
-      (not an option).
+      (not an option);
+    * ``min``/``max`` (inclusive) and ``gt``/``lt`` (exclusive) bounds of a number (of every
+      item of a tuple), checked by :func:`validate_options` with a message naming the flag.
 
     Types: ``int``/``float``/``str``, ``X | None``, ``bool`` (``--x/--no-x``) and
     ``tuple[X, ...]`` (comma-separated). A field without default becomes a required option.
@@ -335,6 +357,57 @@ def add_dataclass_arguments(parser: Any, cls: type, *, include: Iterable[str] | 
         for old in meta.get("aliases", ()):
             add_deprecated_alias(target, old, dest=f.name, replacement=flag, type=kwargs.get("type"))
     return actions
+
+
+def check_option(flag: str, value: Any, *, min: float | None = None, max: float | None = None,  # noqa: A002
+                 gt: float | None = None, lt: float | None = None, hint: str = "") -> Any:
+    """Return ``value`` if it lies within the bounds, else a ``ValueError`` naming ``flag``.
+
+    ``min``/``max`` are inclusive, ``gt``/``lt`` exclusive; ``hint`` is appended to the message
+    (e.g. ``"; leave it out to use all"``). NaN is outside every bound.
+    """
+    import math
+
+    def fail(rule: str) -> None:
+        raise ValueError(f"{flag} must be {rule} (got {value}){hint}.")
+
+    if isinstance(value, float) and not math.isfinite(value) and any(b is not None for b in (min, max, gt, lt)):
+        fail("a finite number")
+    if min is not None and value < min:
+        fail(f">= {min}")
+    if max is not None and value > max:
+        fail(f"<= {max}")
+    if gt is not None and value <= gt:
+        fail(f"> {gt}")
+    if lt is not None and value >= lt:
+        fail(f"< {lt}")
+    return value
+
+
+def validate_options(args: argparse.Namespace, cls: type[T], *,
+                     overrides: Mapping[str, Mapping[str, Any]] | None = None) -> T:
+    """The options dataclass ``cls`` from ``args``, checked before any work is done.
+
+    Every field's bounds (``min``/``max``/``gt``/``lt`` in its metadata or ``overrides``) are
+    checked with a message naming the command-line flag; then ``cls.validate(options)`` runs
+    when the class defines it (combinations of options, e.g. ``--sigma-min <= --sigma-max``).
+    Fields absent from ``args`` keep their defaults.
+    """
+    overrides = overrides or {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        meta = {**f.metadata, **overrides.get(f.name, {})}
+        bounds = {k: meta[k] for k in ("min", "max", "gt", "lt") if meta.get(k) is not None}
+        value = getattr(args, f.name, None)
+        if not bounds or value is None or meta.get("cli", True) is False:
+            continue
+        flag = meta.get("flag", "--" + f.name.replace("_", "-"))
+        for v in (value if isinstance(value, (tuple, list)) else (value,)):
+            check_option(flag, v, **bounds)
+    opts = config_from_args(cls, args)  # after the bounds: a __post_init__ check names fields, not flags
+    validate = getattr(opts, "validate", None)
+    if callable(validate):
+        validate()
+    return opts
 
 
 def config_from_args(cls: type[T], args: argparse.Namespace, **changes: Any) -> T:

@@ -16,7 +16,12 @@ __all__ = ["plot_history", "plt", "savefig"]
 
 
 def savefig(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
-    """Save and close ``fig``; returns the path."""
+    """Save and close ``fig``; returns the path.
+
+    The demo report shows figures at most 1000 px wide (about 9 in at the default 110 dpi) and
+    scales wider ones down: keep demo figures <= 9 in wide, text >= 9 pt, every axis and colour bar
+    labelled with its unit (``tests/foundation/test_demo_figures.py`` checks this).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -84,7 +89,7 @@ def plot_history(
         ax.set_ylabel(label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
     return savefig(fig, path)

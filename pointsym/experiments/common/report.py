@@ -39,10 +39,11 @@ class Section:
 # Unit suffixes of metric keys -> the unit shown in the report's tables.
 _UNIT_SUFFIXES = (
     ("_mev_per_atom", "meV/atom"), ("_ev_per_A", "eV/Å"), ("_per_s", "1/s"), ("_seconds", "s"),
-    ("_pct", "%"), ("_percent", "%"),
+    ("_pct", "%"), ("_percent", "%"), ("_deg", "°"),
 )
 # Keys whose unit is implied by their meaning rather than a suffix.
-_IMPLIED_UNITS = (("position_error_actual", "Å"), ("position_error", "Å"))
+_IMPLIED_UNITS = (("position_error_actual", "Å"), ("position_error_detected", "Å"), ("position_error", "Å"),
+                  ("lengths_mae", "Å"), ("discrepancy_forces_rms", "eV/Å"), ("discrepancy_energy_rms", "eV"))
 _WORDS = {
     "mae": "MAE", "rmse": "RMSE", "rms": "RMS", "soap": "SOAP", "pca": "PCA", "pc1": "PC1", "pc2": "PC2",
     "ecse": "ECSE", "csnn": "CSNN", "pet": "PET", "nesf": "NeSF", "mnist": "MNIST", "si": "Si", "so3": "SO(3)",
@@ -73,7 +74,8 @@ def readable_name(key: str) -> str:
                 break
     words = [_WORDS.get(w.lower(), w) for w in key.replace("lim_l6", "lim_l6").split("_") if w]
     text = " ".join(words).replace("lim l6", "lim_l6")
-    text = text[:1].upper() + text[1:] if text else text
+    if not text.startswith("lim_l6"):  # a data-set name keeps its spelling
+        text = text[:1].upper() + text[1:] if text else text
     return f"{text} ({unit})" if unit else text
 
 

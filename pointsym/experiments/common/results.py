@@ -17,10 +17,22 @@ __all__ = ["command_line", "save_results", "to_jsonable"]
 
 
 def command_line() -> str:
-    """The command that started this process, as a shell-quoted string."""
+    """The command that started this process, as a shell-quoted string.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the launcher and the number of processes come
+    first, e.g. ``torchrun --nproc_per_node=2 -m pointsym pet-train ...``.
+    """
     argv = list(sys.argv)
     if argv and Path(argv[0]).name in ("pointsym", "__main__.py", "cli.py"):
         argv[0] = "pointsym"
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1:
+        local = os.environ.get("LOCAL_WORLD_SIZE", str(world))
+        launcher = ["torchrun", f"--nproc_per_node={local}"]
+        nodes = world // max(int(local), 1)
+        if nodes > 1:
+            launcher.append(f"--nnodes={nodes}")
+        argv = launcher + (["-m", "pointsym"] + argv[1:] if argv and argv[0] == "pointsym" else argv)
     return shlex.join(argv)
 
 
@@ -63,6 +75,7 @@ def save_results(path: str | os.PathLike[str], payload: dict[str, Any], *, comma
             "torch": torch.__version__,
             "numpy": np.__version__,
             "torch_threads": torch.get_num_threads(),
+            "world_size": int(os.environ.get("WORLD_SIZE", "1") or 1),
             "machine": platform.machine(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },

@@ -28,20 +28,33 @@ def _plot_grid(points: np.ndarray, grid: np.ndarray, level: int, path) -> None: 
     """The cloud and its grid values (summed over channels) on each shell."""
     verts = icosphere(level).vertices
     n_shells = grid.shape[0]
-    fig = plt.figure(figsize=(3.2 * (n_shells + 1), 3.2))
-    ax = fig.add_subplot(1, n_shells + 1, 1, projection="3d")
-    ax.scatter(points[:, 0], points[:, 1], points[:, 2], s=1, c=points[:, 2], cmap="viridis")
-    ax.set_title("input cloud")
-    ax.set_axis_off()
+    vmax = max(float(grid.sum(-1).max()), 1e-12)  # one colour scale for all shells
+    # At most 9 in wide: the report (1000 px = 9.1 in at 110 dpi) shows it unscaled.
+    fig = plt.figure(figsize=(9, 2.9))
+    gs = fig.add_gridspec(1, n_shells + 2, width_ratios=[1] * (n_shells + 1) + [0.05])
+    panels = []
+    ax = fig.add_subplot(gs[0, 0], projection="3d")
+    ax.scatter(points[:, 0], points[:, 1], points[:, 2], s=1, c=points[:, 2], cmap="viridis", vmin=-1, vmax=1)
+    ax.set_title("input cloud", fontsize=10)
+    panels.append(ax)
     for r in range(n_shells):
-        ax = fig.add_subplot(1, n_shells + 1, r + 2, projection="3d")
+        ax = fig.add_subplot(gs[0, r + 1], projection="3d")
         val = grid[r].sum(-1)
         rad = (r + 1) / n_shells
-        ax.scatter(*(rad * verts.T), c=val, s=4 + 40 * val / max(val.max(), 1e-12), cmap="magma")
-        ax.set_title(f"shell {r + 1} (radius {rad:.2f})")
-        for lim in (ax.set_xlim, ax.set_ylim, ax.set_zlim):
-            lim(-1, 1)  # same scale for all shells: inner shells look smaller
-        ax.set_axis_off()
+        sc = ax.scatter(*(rad * verts.T), c=val, s=4 + 40 * val / vmax, cmap="magma", vmin=0, vmax=vmax)
+        ax.set_title(f"shell {r + 1} (radius {rad:.2f})", fontsize=10)
+        panels.append(ax)
+    for ax in panels:  # same scale for all panels: inner shells look smaller
+        for axis, set_label in zip((ax.xaxis, ax.yaxis, ax.zaxis), (ax.set_xlabel, ax.set_ylabel, ax.set_zlabel),
+                                   strict=True):
+            axis.set_ticks([-0.5, 0.5])  # not at ±1: labels of neighbouring axes would meet at the corners
+            axis.set_pane_color((1.0, 1.0, 1.0, 0.0))
+            set_label(axis.axis_name, fontsize=9, labelpad=-10)
+        ax.set(xlim=(-1, 1), ylim=(-1, 1), zlim=(-1, 1))
+        ax.tick_params(labelsize=9, pad=-4)
+        ax.grid(False)
+    cax = fig.add_subplot(gs[0, -1].subgridspec(3, 1, height_ratios=(0.15, 0.7, 0.15))[1])
+    fig.colorbar(sc, cax=cax, label="grid value\n(sum over channels)")
     savefig(fig, path)
 
 
@@ -101,6 +114,7 @@ def stage(ctx) -> Section:  # noqa: ANN001 - DemoContext, imported lazily by the
             "best_val_accuracy": res["best_val_acc"],
         },
         images=[("csnn_grid.png", "An embedded 'chair' cloud (centred, unit radius) and its concentric grid: "
-                                  "grid values summed over the channels of each shell (bright = large)"),
+                                  "grid values summed over the channels of each shell (bright = large; "
+                                  "coordinates in units of the cloud's radius; input coloured by height z)"),
                 ("csnn_demo_curves.png", "Training curves; dashed lines: test accuracy with z and SO(3) rotations")],
     )

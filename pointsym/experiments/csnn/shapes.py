@@ -30,8 +30,8 @@ from pointsym.core import check_choice, check_int, check_positive
 from pointsym.experiments.common.cli import (
     add_common_arguments,
     add_dataclass_arguments,
-    config_from_args,
     progress,
+    validate_options,
 )
 from pointsym.experiments.common.results import save_results
 
@@ -85,31 +85,46 @@ class ShapesConfig:
         seed: seed of the split, initialisation, augmentation and test rotations.
     """
 
-    model: str = field(default="csnn", metadata={"help": "model", "choices": ("csnn", "pointnet")})
-    train_rot: str = field(default="z", metadata={"help": "training rotations", "choices": ROTATIONS})
+    model: str = field(default="csnn", metadata={
+        "help": "classifier: the concentric spherical network (csnn) or the PointNet baseline",
+        "choices": ("csnn", "pointnet")})
+    train_rot: str = field(default="z", metadata={
+        "help": "random rotations of the training shapes: z (about the vertical axis) or so3 (uniform)",
+        "choices": ROTATIONS})
     test_rot: tuple[str, ...] = field(default=("z", "so3"), metadata={
         "help": "test rotations, comma-separated", "type": _rot_tuple, "metavar": "z,so3"})
-    epochs: int = field(default=10, metadata={"help": "epochs"})
-    batch_size: int = field(default=32, metadata={"help": "batch size", "unit": "shapes"})
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate, cosine decay"})
-    weight_decay: float = field(default=2.7e-7, metadata={"help": "Adam weight decay"})
+    epochs: int = field(default=10, metadata={"help": "total epochs (a rerun into the same --out resumes)",
+                                              "unit": "epochs", "min": 1})
+    batch_size: int = field(default=32, metadata={"help": "batch size (>= 2, for batch normalisation)",
+                                                  "unit": "shapes", "min": 2})
+    lr: float = field(default=1e-3, metadata={"help": "initial Adam learning rate, cosine decay to 0", "gt": 0.0})
+    weight_decay: float = field(default=2.7e-7, metadata={
+        "help": "Adam weight decay: L2 penalty coefficient added to every weight's gradient, >= 0", "min": 0.0})
     train_per_class: int | None = field(default=None, metadata={
-        "help": "at most this many training shapes per class", "default_help": "all"})
-    val_fraction: float = field(default=0.1, metadata={"help": "held-out validation part of the training split"})
-    votes: int = field(default=1, metadata={"help": "test-time rotation votes per shape"})
-    n_points: int = field(default=1024, metadata={"help": "points per cloud"})
-    level: int = field(default=2, metadata={"help": "icosphere level", "group": "CSNN"})
-    n_shells: int = field(default=4, metadata={"help": "spatial shells R", "group": "CSNN"})
-    n_channels: int = field(default=4, metadata={"help": "fine shells per spatial shell C", "group": "CSNN"})
-    base_width: int = field(default=16, metadata={"help": "first block width", "group": "CSNN"})
+        "help": "at most this many training shapes per class", "unit": "shapes", "default_help": "all", "min": 2})
+    val_fraction: float = field(default=0.1, metadata={
+        "help": "stratified fraction of the training split held out for model selection, in (0, 0.5)",
+        "gt": 0.0, "lt": 0.5})
+    votes: int = field(default=1, metadata={"help": "test-time rotation votes per shape", "min": 1})
+    n_points: int = field(default=1024, metadata={"help": "points per cloud, at most 1024", "unit": "points",
+                                                  "min": 1, "max": 1024})
+    level: int = field(default=2, metadata={"help": "icosphere level (0-6)", "group": "CSNN", "min": 0, "max": 6})
+    n_shells: int = field(default=4, metadata={"help": "spatial shells R", "group": "CSNN", "min": 1})
+    n_channels: int = field(default=4, metadata={"help": "fine shells per spatial shell C", "group": "CSNN",
+                                                 "min": 1})
+    base_width: int = field(default=16, metadata={"help": "first block width", "unit": "channels", "group": "CSNN",
+                                                  "min": 1})
     hidden: tuple[int, ...] = field(default=(256, 128), metadata={
-        "help": "head hidden sizes", "type": _int_tuple, "metavar": "256,128", "group": "CSNN"})
-    dropout: float = field(default=0.14, metadata={"help": "head dropout", "group": "CSNN"})
-    mapping: str = field(default="rbf", metadata={"help": "grid mapping", "choices": ("rbf", "constant"),
+        "help": "head hidden sizes", "type": _int_tuple, "metavar": "256,128", "group": "CSNN", "min": 1})
+    dropout: float = field(default=0.14, metadata={"help": "head dropout probability, in [0, 1)", "group": "CSNN",
+                                                   "min": 0.0, "lt": 1.0})
+    mapping: str = field(default="rbf", metadata={"help": "mapping of the points onto the spherical grids: "
+                                                          "Gaussian rbf or constant", "choices": ("rbf", "constant"),
                                                   "group": "CSNN"})
-    radial_kernel: int = field(default=3, metadata={"help": "co-radial kernel size", "group": "CSNN"})
+    radial_kernel: int = field(default=3, metadata={"help": "co-radial kernel size (odd)", "unit": "shells",
+                                                    "group": "CSNN", "min": 1})
     pointnet_scale: float = field(default=0.25, metadata={"help": "width multiplier of PointNet (1.0 = original)",
-                                                          "group": "PointNet"})
+                                                          "group": "PointNet", "gt": 0.0})
     seed: int = field(default=0, metadata={"cli": False})  # the shared --seed of the run group
 
     def validate(self) -> ShapesConfig:
@@ -130,6 +145,8 @@ class ShapesConfig:
         check_int("votes", self.votes, minimum=1)
         check_int("n_points", self.n_points, minimum=1, maximum=1024)
         check_positive("pointnet_scale", self.pointnet_scale)
+        if self.radial_kernel % 2 == 0:
+            raise ValueError(f"Expected an odd 'radial_kernel' (--radial-kernel) (got {self.radial_kernel}).")
         return self
 
 
@@ -289,7 +306,8 @@ def evaluate(model: torch.nn.Module, points: np.ndarray, labels: np.ndarray, rot
 
 def run(cfg: ShapesConfig, *, out_dir: str | Path, run_name: str | None = None, source: str = "full",
         data_dir: str | None = None, device: str = "cpu", quiet: bool = False,
-        data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]] | None = None) -> dict[str, Any]:
+        data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]] | None = None,
+        restart: bool = False, init_from: str | None = None) -> dict[str, Any]:
     """Train (through :class:`pointsym.training.Trainer`, resuming from its checkpoint) and test.
 
     Args:
@@ -301,11 +319,16 @@ def run(cfg: ShapesConfig, *, out_dir: str | Path, run_name: str | None = None, 
         device: torch device.
         quiet: no progress bars.
         data: preloaded ``(x_train, y_train, x_test, y_test, class_names)`` (used by the demo).
+        restart: move the run's old checkpoints aside (``checkpoints/<run>/previous/<n>/``) and
+            start fresh instead of resuming.
+        init_from: start from the weights of this model file or Trainer checkpoint (fresh
+            optimizer); a ``last.pt`` of the run still takes precedence.
 
     Returns:
-        The result payload (also written to ``<run>.json``).
+        The result payload (also written to ``<run>.json``); under ``torchrun`` only rank 0
+        evaluates and writes, the other ranks return ``{"run": name}``.
     """
-    from pointsym.training import TrainConfig, Trainer, seed_everything
+    from pointsym.training import TrainConfig, Trainer, init_weights, seed_everything
 
     cfg.validate()
     out = Path(out_dir)
@@ -326,14 +349,31 @@ def run(cfg: ShapesConfig, *, out_dir: str | Path, run_name: str | None = None, 
 
     seed_everything(cfg.seed)
     model = build_model(cfg, n_classes)
+    if init_from is not None:
+        init_weights(model, init_from)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
     ckpt_dir = out / "checkpoints" / name
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                        seed=cfg.seed, monitor="acc", mode="max", out_dir=str(ckpt_dir), device=device,
-                       quiet=quiet, extra={"run": name, **asdict(cfg)})
+                       quiet=quiet, restart=restart, extra={"run": name, **asdict(cfg), "init_from": init_from})
     trainer = Trainer(model, _loss_fn(cfg.train_rot), tcfg, optimizer=optimizer, scheduler=scheduler)
     history = trainer.fit(train_set, val_set)
+    if not trainer.is_main:
+        # Under torchrun rank 0 alone tests and writes <run>.json and the plot; the others wait.
+        trainer.barrier()
+        return {"run": name}
+    try:
+        return _test_and_write(cfg, trainer, history, name, out, source, names, x_te, y_te, tr_idx, va_idx,
+                               device=device, quiet=quiet)
+    finally:
+        trainer.barrier()
+
+
+def _test_and_write(cfg: ShapesConfig, trainer: Any, history: list[dict[str, Any]], name: str, out: Path,
+                    source: str, names: list[str], x_te: np.ndarray, y_te: np.ndarray, tr_idx: np.ndarray,
+                    va_idx: np.ndarray, *, device: str, quiet: bool) -> dict[str, Any]:
+    n_classes = len(names)
     trainer.load_best()
     tests = {}
     for rot in cfg.test_rot:
@@ -367,7 +407,12 @@ def _plot_curves(history: list[dict[str, Any]], tests: dict[str, Any], path: Pat
 
     plot_history(history, path, panels=[("loss", "cross-entropy loss"), ("acc", "accuracy (fraction)")],
                  splits=[("train", "train (augmented)"), ("val", "validation")], title=title,
-                 reference_lines={"acc": [(res["accuracy"], f"test {rot}") for rot, res in tests.items()]})
+                 reference_lines={"acc": [(res["accuracy"], f"test {_ROT_NAMES.get(rot, rot)}")
+                                          for rot, res in tests.items()]})
+
+
+#: Legend text of the test rotations.
+_ROT_NAMES = {"so3": "SO(3)", "o3": "O(3)", "z": "z", "none": "no rotation"}
 
 
 # --------------------------------------------------------------------------- runtime vs shells
@@ -505,13 +550,23 @@ def _main(args: argparse.Namespace) -> int:
     if args.summarize:
         summarize(args.out)
         return 0
-    cfg = config_from_args(ShapesConfig, args).validate()
+    cfg = validate_options(args, ShapesConfig)
+    if args.benchmark_batches < 1:
+        raise ValueError(f"--benchmark-batches must be >= 1 (got {args.benchmark_batches}).")
+    if args.benchmark_shells is not None and (not args.benchmark_shells or min(args.benchmark_shells) < 1):
+        raise ValueError(f"--benchmark-shells must be numbers of shells >= 1, e.g. 1,2,4 "
+                         f"(got {args.benchmark_shells}).")
+    if args.init_from is not None and not Path(args.init_from).is_file():
+        raise FileNotFoundError(f"--init-from {args.init_from!r} does not exist (expected a csnn-shapes checkpoint "
+                                "such as OUT/checkpoints/<run>/best.pt, or a model file of CSNNClassifier.save).")
     if args.benchmark_shells:
         benchmark_shells(cfg, list(args.benchmark_shells), n_batches=args.benchmark_batches, out_dir=args.out,
                          source=args.source, data_dir=args.data_dir, device=args.device, quiet=args.quiet)
         return 0
     res = run(cfg, out_dir=args.out, run_name=args.run_name, source=args.source, data_dir=args.data_dir,
-              device=args.device, quiet=args.quiet)
+              device=args.device, quiet=args.quiet, restart=args.restart, init_from=args.init_from)
+    if "test" not in res:  # not rank 0 of a torchrun launch: rank 0 reports
+        return 0
     for rot, r in res["test"].items():
         print(f"{res['run']}: train {cfg.train_rot} / test {rot}: accuracy {100 * r['accuracy']:.2f} %, "
               f"mean class accuracy {100 * r['mean_class_accuracy']:.2f} % ({r['votes']} vote(s))")
@@ -529,6 +584,13 @@ def register(sub: Any) -> None:
     add_common_arguments(p, results="results/csnn_shapes", source="ModelNet10")
     add_dataclass_arguments(p, ShapesConfig, group="run settings")
     p.add_argument("--run-name", default=None, help="name of the run (default: <model>_<train-rot>)")
+    t = p.add_argument_group("training")
+    t.add_argument("--restart", action="store_true",
+                   help="start fresh: move the checkpoints already in OUT/checkpoints/<run> aside (to previous/<n>/, "
+                        "not deleted) instead of resuming them (default: off)")
+    t.add_argument("--init-from", default=None, metavar="PATH",
+                   help="start from the weights of a csnn-shapes checkpoint (best.pt/last.pt) or a model file, with "
+                        "a fresh optimizer; a last.pt of the run still takes precedence (default: none)")
     g = p.add_argument_group("other modes")
     g.add_argument("--benchmark-shells", type=_int_tuple, default=None,
                    help="time the CSNN for these numbers of shells instead of training, e.g. 1,2,4,8,16")

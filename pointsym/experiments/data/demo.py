@@ -12,26 +12,39 @@ from pointsym.geometry import icosahedral_rotations, icosahedron, neighbor_list,
 __all__ = ["stage"]
 
 
+def _unit_cube_axes(ax) -> None:  # noqa: ANN001 - a matplotlib 3-D axes
+    """Compact 3-D axes for a cloud in the normalised grid cube [-1, 1]^3 (dimensionless x, y, z)."""
+    for axis, set_label in zip((ax.xaxis, ax.yaxis, ax.zaxis), (ax.set_xlabel, ax.set_ylabel, ax.set_zlabel),
+                               strict=True):
+        axis.set_ticks([-0.5, 0.5])  # not at ±1: labels of neighbouring axes would meet at the corners
+        axis.set_pane_color((1.0, 1.0, 1.0, 0.0))
+        set_label(axis.axis_name, fontsize=9, labelpad=-10)
+    ax.set(xlim=(-1, 1), ylim=(-1, 1), zlim=(-1, 1))
+    ax.tick_params(labelsize=9, pad=-4)
+    ax.grid(False)
+
+
 def stage(ctx) -> Section:  # noqa: ANN001 - DemoContext, imported lazily by the runner
     x, y = load_mnist("train", source="embedded")
     pts, labels, names = load_modelnet10("train", source="embedded")
     crystals = load_crystals("lim_l6", "train", source="embedded")
     frames = load_atomistic("Si", "train", source="embedded")
 
-    fig, axes = plt.subplots(1, 10, figsize=(12, 1.6))
+    # Thumbnails (axes off): at most 9 in wide, so that the report (1000 px) shows them unscaled.
+    fig, axes = plt.subplots(1, 10, figsize=(9, 1.3))
     for d, ax in enumerate(axes):
         ax.imshow(x[np.flatnonzero(y == d)[0]], cmap="gray_r")
-        ax.set_title(str(d))
+        ax.set_title(f"digit {d}", fontsize=10)
         ax.axis("off")
     savefig(fig, ctx.path("data_mnist.png"))
 
-    fig = plt.figure(figsize=(12, 5))
+    fig = plt.figure(figsize=(9, 4.4))
     for c in range(10):
         ax = fig.add_subplot(2, 5, c + 1, projection="3d")
         p = pts[np.flatnonzero(labels == c)[0]]
-        ax.scatter(p[:, 0], p[:, 1], p[:, 2], s=1, c=p[:, 2], cmap="viridis")
-        ax.set_title(names[c])
-        ax.set_axis_off()
+        ax.scatter(p[:, 0], p[:, 1], p[:, 2], s=1, c=p[:, 2], cmap="viridis", vmin=-1, vmax=1)
+        ax.set_title(names[c].replace("_", " "), fontsize=10)
+        _unit_cube_axes(ax)
     savefig(fig, ctx.path("data_modelnet10.png"))
 
     # Geometry self-check: the icosahedral group permutes the icosahedron's vertices.
@@ -56,5 +69,6 @@ def stage(ctx) -> Section:  # noqa: ANN001 - DemoContext, imported lazily by the
             "si_frame0_pairs_within_5A": len(nl),
         },
         images=[("data_mnist.png", "One embedded MNIST digit per class"),
-                ("data_modelnet10.png", "One embedded ModelNet10 shape per class (1024 points)")],
+                ("data_modelnet10.png", "One embedded ModelNet10 shape per class (1024 points; coordinates "
+                                         "normalised to the voxel grid, -1 to 1; colour = height z)")],
     )

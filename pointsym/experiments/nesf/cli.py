@@ -27,6 +27,7 @@ from pointsym.experiments.common.cli import (
     argument_group,
     config_from_args,
     progress,
+    validate_options,
 )
 
 __all__ = ["NeSFEvalOptions", "NeSFTrainOptions", "evaluate", "plot_reconstructions", "plot_training", "register"]
@@ -76,10 +77,13 @@ def _data_tag(data: str, split: str) -> str:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
-    from pointsym.experiments.common.results import save_results
-    from pointsym.fields import ALL_ELEMENTS, NeSF, NeSFLoss, QuerySampler, collate_crystals, crystal_dataset, save_nesf
+    from pointsym.fields import ALL_ELEMENTS, NeSF, NeSFLoss, QuerySampler, collate_crystals, crystal_dataset
     from pointsym.training import TrainConfig, Trainer, load_checkpoint, seed_everything
 
+    validate_options(args, NeSFTrainOptions)
+    if args.init_from is not None and not Path(args.init_from).is_file():
+        raise FileNotFoundError(f"--init-from {args.init_from!r} does not exist (expected an exported model "
+                                "nesf_<data>.pt or a nesf-train checkpoint such as OUT/checkpoints/<data>/best.pt).")
     train = _load_set(args.data, args.train_split, args, args.max_train, "--max-train")
     val = None
     if args.val_split != "none":
@@ -107,8 +111,11 @@ def _train(args: argparse.Namespace) -> int:
 
         init, _ = load_nesf(args.init_from)
         if init.hypers != model.hypers:
-            raise ValueError(f"--init-from {args.init_from!r} has another architecture/vocabulary/box than this run; "
-                             f"its config is {init.hypers}.")
+            diff = ", ".join(f"{k}: {init.hypers.get(k)!r} in the file, {model.hypers.get(k)!r} in this run"
+                             for k in sorted(set(init.hypers) | set(model.hypers))
+                             if init.hypers.get(k) != model.hypers.get(k))
+            raise ValueError(f"--init-from {args.init_from!r} has another architecture/vocabulary/box than this run "
+                             f"({diff}); pass the model options and training data of the run that wrote it.")
         model.load_state_dict(init.state_dict())
     sampler = QuerySampler(lo, hi, n_global=args.n_global, n_local=args.n_local, n_species=args.n_species)
     loss_fn = NeSFLoss(sampler)
@@ -121,14 +128,12 @@ def _train(args: argparse.Namespace) -> int:
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.lr_step, gamma=args.lr_gamma)
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, patience=args.patience,
-        out_dir=str(ckpt_dir), resume=not args.restart, device=args.device, quiet=args.quiet,
-        extra={"nesf": model.hypers, "sampler": sampler.settings, "data": tag},
+        out_dir=str(ckpt_dir), restart=args.restart, device=args.device, quiet=args.quiet,
+        extra={"nesf": model.hypers, "sampler": sampler.settings, "data": tag, "init_from": args.init_from},
     )
-    if args.restart and (ckpt_dir / "last.pt").is_file():
-        (ckpt_dir / "last.pt").unlink()
     trainer = Trainer(model, loss_fn, config, optimizer=optimizer, scheduler=scheduler, collate_fn=collate_crystals)
     n_params = sum(p.numel() for p in model.parameters())
-    if not args.quiet:
+    if not args.quiet and trainer.is_main:
         print(f"nesf-train: {len(train)} train / {len(val) if val is not None else 0} val structures, "
               f"{n_params} parameters, box {np.round(lo, 3).tolist()} .. {np.round(hi, 3).tolist()}, {sampler!r}")
     t0 = time.perf_counter()
@@ -137,17 +142,39 @@ def _train(args: argparse.Namespace) -> int:
     else:
         # One epoch per fit() call (each resumes from last.pt, identical to a single run) so
         # that the wall-time budget is checked between epochs.
-        done = int(load_checkpoint(ckpt_dir / "last.pt")["epoch"]) + 1 if (ckpt_dir / "last.pt").is_file() else 0
+        done = (int(load_checkpoint(ckpt_dir / "last.pt")["epoch"]) + 1
+                if (ckpt_dir / "last.pt").is_file() and not args.restart else 0)
         while done < args.epochs:
             trainer.config.epochs = done + 1
             trainer.fit(train_items, val_items)
+            trainer.config.restart = False  # moved aside once; the next one-epoch fit() resumes
             done = len(trainer.history)
             stopped = args.patience is not None and trainer.bad_epochs >= args.patience
             if stopped or time.perf_counter() - t0 > 60 * args.max_minutes:
                 break
     session_seconds = time.perf_counter() - t0
+    if not trainer.is_main:
+        # Under torchrun rank 0 alone exports the model and writes the summary and plot; the
+        # others wait for it (Trainer.fit already waited for its final checkpoints).
+        trainer.barrier()
+        return 0
+    try:
+        return _export(args, trainer, model, train, val, sampler, tag, ckpt_dir, out, n_params, session_seconds)
+    finally:
+        trainer.barrier()
+
+
+def _export(args: argparse.Namespace, trainer: Any, model: Any, train: Any, val: Any, sampler: Any, tag: str,
+            ckpt_dir: Path, out: Path, n_params: int, session_seconds: float) -> int:
+    from pointsym.experiments.common.results import save_results
+    from pointsym.fields import save_nesf
+    from pointsym.training import load_checkpoint
+
     history = trainer.history
     best_path = ckpt_dir / ("best.pt" if (ckpt_dir / "best.pt").is_file() else "last.pt")
+    if not best_path.is_file():
+        raise ValueError(f"No epoch was trained into {str(ckpt_dir)!r}, so there is no model to export; "
+                         "pass --epochs >= 1.")
     best = load_checkpoint(best_path)
     model.load_state_dict(best["model"])
     total_seconds = float(sum(h.get("seconds", 0.0) for h in history))
@@ -202,13 +229,14 @@ def plot_reconstructions(crystals: Any, recs: list[Any], path: str | Path, *, ti
         title: figure title.
     """
     from ase.data import chemical_symbols
+    from matplotlib.ticker import MaxNLocator
 
     from pointsym.experiments.common.plotting import plt, savefig
 
     n = len(recs)
-    cols = min(n, 4)
+    cols = min(n, 3)  # 3 panels of 3 in: the report (1000 px = 9.1 in at 110 dpi) shows them unscaled
     rows = int(np.ceil(n / cols))
-    fig = plt.figure(figsize=(4.2 * cols, 4.2 * rows))
+    fig = plt.figure(figsize=(3.0 * cols, 4.3 * rows))
     for k, (c, r) in enumerate(zip(crystals, recs)):
         ax = fig.add_subplot(rows, cols, k + 1, projection="3d")
         colors = _species_colors(np.r_[c.numbers, r.numbers])
@@ -227,12 +255,15 @@ def plot_reconstructions(crystals: Any, recs: list[Any], path: str | Path, *, ti
             p = r.positions[r.numbers == z]
             ax.scatter(p[:, 0], p[:, 1], p[:, 2], s=22, c=[colors[z]], marker="o",
                        label=f"rec. {chemical_symbols[z] if z < len(chemical_symbols) else z}")
-        ax.set_title(f"{c.id}: {len(c.numbers)} true / {len(r.numbers)} found", fontsize=9)
-        ax.set_xlabel("x [A]", fontsize=7)
-        ax.set_ylabel("y [A]", fontsize=7)
-        ax.set_zlabel("z [A]", fontsize=7)
-        ax.tick_params(labelsize=6)
-        ax.legend(fontsize=6, loc="upper left")
+        ax.set_title(f"{c.id}: {len(c.numbers)} true / {len(r.numbers)} found", fontsize=10)
+        for axis, set_label in zip((ax.xaxis, ax.yaxis, ax.zaxis), (ax.set_xlabel, ax.set_ylabel, ax.set_zlabel),
+                                   strict=True):
+            axis.set_major_locator(MaxNLocator(3, integer=True))
+            set_label(f"{axis.axis_name} (Å)", fontsize=9, labelpad=-2)
+        ax.tick_params(labelsize=9, pad=-2)
+        ax.set_box_aspect(None, zoom=0.88)  # room inside the panel for the z label
+        ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, 0.02), ncol=2, frameon=False,
+                  handletextpad=0.2, columnspacing=0.8)
     if title:
         fig.suptitle(title, fontsize=10)
     return savefig(fig, path)
@@ -281,6 +312,11 @@ def _eval(args: argparse.Namespace) -> int:
     from pointsym.experiments.common.results import save_results
     from pointsym.fields import ReconstructionParams, load_nesf
 
+    validate_options(args, NeSFEvalOptions)
+    validate_options(args, ReconstructionParams, overrides=_RECONSTRUCTION_OPTIONS)
+    if args.model != "exact" and not Path(args.model).is_file():
+        raise FileNotFoundError(f"--model {args.model!r} does not exist (expected a model exported by nesf-train, "
+                                "e.g. results/nesf/nesf_lim_l6.pt, or 'exact').")
     crystals = _load_set(args.data, args.split, args, args.max_test, "--max-test")
     info: dict[str, Any] = {}
     if args.model == "exact":
@@ -336,30 +372,47 @@ class NeSFTrainOptions:
     """
 
     data: str = field(default="lim_l6", metadata={
-        "help": "data set name (lim_l6, ICSG3D, YBCO13) or train npz path", "group": "data sets"})
-    train_split: str = field(default="train", metadata={"help": "training split of --data", "group": "data sets"})
-    val_data: str | None = field(default=None, metadata={"help": "validation set name or npz",
-                                                         "default_help": "--data", "group": "data sets"})
-    val_split: str = field(default="val", metadata={"help": "validation split, or 'none'", "group": "data sets"})
-    epochs: int = field(default=3200, metadata={"help": "total epochs (reference: 3200)", "group": "training"})
+        "help": "data set name (lim_l6, ICSG3D, YBCO13) or a training npz in the NeSF format", "metavar": "NAME|NPZ",
+        "group": "data sets"})
+    train_split: str = field(default="train", metadata={
+        "help": "split of a named --data used for training (train, val or test)", "metavar": "SPLIT",
+        "group": "data sets"})
+    val_data: str | None = field(default=None, metadata={
+        "help": "validation set: a data set name or a NeSF-format npz", "metavar": "NAME|NPZ",
+        "default_help": "--data", "group": "data sets"})
+    val_split: str = field(default="val", metadata={
+        "help": "split of the validation set (train, val or test), or 'none' to train without validation",
+        "metavar": "SPLIT", "group": "data sets"})
+    epochs: int = field(default=3200, metadata={
+        "help": "total epochs, counted over resumed runs (reference: 3200)", "unit": "epochs", "group": "training",
+        "min": 1})
     max_minutes: float | None = field(default=None, metadata={
         "help": "stop after the epoch that exceeds this wall time; rerun to continue (resumes)", "unit": "min",
-        "default_help": "no limit", "group": "training"})
-    batch_size: int = field(default=64, metadata={"help": "batch size", "unit": "structures", "group": "training"})
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate", "group": "training"})
-    lr_step: int = field(default=640, metadata={"help": "StepLR step (reference: 640)", "unit": "epochs",
-                                                "group": "training"})
-    lr_gamma: float = field(default=0.5, metadata={"help": "StepLR decay factor", "group": "training"})
+        "default_help": "no limit", "group": "training", "gt": 0.0})
+    batch_size: int = field(default=64, metadata={"help": "batch size", "unit": "structures", "group": "training",
+                                                  "min": 1})
+    lr: float = field(default=1e-3, metadata={"help": "initial Adam learning rate (halved by StepLR, see --lr-step)",
+                                              "group": "training", "gt": 0.0})
+    lr_step: int = field(default=640, metadata={
+        "help": "epochs between two learning-rate decays by --lr-gamma (StepLR; reference: 640)", "unit": "epochs",
+        "group": "training", "min": 1})
+    lr_gamma: float = field(default=0.5, metadata={
+        "help": "factor applied to the learning rate every --lr-step epochs, in (0, 1]", "group": "training",
+        "gt": 0.0, "max": 1.0})
     patience: int | None = field(default=None, metadata={
         "help": "early-stopping patience on the validation loss", "unit": "epochs", "default_help": "off",
-        "group": "training"})
-    restart: bool = field(default=False, metadata={"help": "ignore an existing checkpoint and start over",
-                                                   "action": "store_true", "group": "training"})
+        "group": "training", "min": 1})
+    restart: bool = field(default=False, metadata={
+        "help": "start fresh: move the checkpoints already in OUT/checkpoints/<data> aside (to previous/<n>/, not "
+                "deleted) instead of resuming them", "action": "store_true", "group": "training"})
     init_from: str | None = field(default=None, metadata={
-        "help": "start from the weights of an exported model (nesf_<data>.pt) with a fresh optimizer; used when "
-                "OUT/checkpoints/<data>/last.pt is absent (e.g. in a fresh clone)", "group": "training"})
-    latent_dim: int = field(default=192, metadata={"help": "latent size of the encoder", "group": "model"})
-    dropout: float = field(default=0.3, metadata={"help": "dropout", "group": "model"})
+        "help": "start from the weights of an exported model (nesf_<data>.pt) or a nesf-train checkpoint, with a "
+                "fresh optimizer; used when OUT/checkpoints/<data>/last.pt is absent (e.g. in a fresh clone)",
+        "metavar": "PATH", "group": "training"})
+    latent_dim: int = field(default=192, metadata={"help": "size of the encoder's latent vector", "unit": "features",
+                                                   "group": "model", "min": 1})
+    dropout: float = field(default=0.3, metadata={"help": "dropout probability of the decoders, in [0, 1)",
+                                                  "group": "model", "min": 0.0, "lt": 1.0})
     query_encoding: str = field(default="raw", metadata={
         "help": "raw query coordinates (paper-era nesf.yaml) or NeRF encoding (nesf_pe.yaml)",
         "choices": ("raw", "fourier"), "group": "model"})
@@ -367,17 +420,38 @@ class NeSFTrainOptions:
         "help": "species vocabulary: all 118 elements or the training set's elements", "choices": ("all", "data"),
         "group": "model"})
     position_channels: str | None = field(default=None, metadata={
-        "help": "override decoder widths, e.g. 64,64,64", "default_help": "the reference widths", "group": "model"})
+        "help": "hidden widths of the position decoder, comma-separated, e.g. 64,64,64", "metavar": "W,W,...",
+        "default_help": "the reference widths", "group": "model"})
     species_channels: str | None = field(default=None, metadata={
-        "help": "override species decoder widths, e.g. 64,64", "default_help": "the reference widths",
-        "group": "model"})
+        "help": "hidden widths of the species decoder, comma-separated, e.g. 64,64", "metavar": "W,W,...",
+        "default_help": "the reference widths", "group": "model"})
     n_global: int | None = field(default=None, metadata={
-        "help": "random global queries per structure per step", "default_help": "the whole jittered grid",
-        "group": "queries"})
-    n_local: int | None = field(default=None, metadata={"help": "local position queries per atom",
-                                                        "default_help": "all 64", "group": "queries"})
-    n_species: int | None = field(default=None, metadata={"help": "species queries per atom",
-                                                          "default_help": "all 216", "group": "queries"})
+        "help": "random global queries per structure per step", "unit": "queries",
+        "default_help": "the whole jittered grid", "group": "queries", "min": 1})
+    n_local: int | None = field(default=None, metadata={
+        "help": "local position queries per atom per step, at most 64", "unit": "queries", "default_help": "all 64",
+        "group": "queries", "min": 1, "max": 64})
+    n_species: int | None = field(default=None, metadata={
+        "help": "species queries per atom per step, at most 216", "unit": "queries", "default_help": "all 216",
+        "group": "queries", "min": 1, "max": 216})
+
+    def validate(self) -> None:
+        """Combinations and lists (single bounds come from the field metadata)."""
+        for flag, text in (("--position-channels", self.position_channels),
+                           ("--species-channels", self.species_channels)):
+            if text is None:
+                continue
+            try:
+                widths = _ints(text)
+            except ValueError:
+                widths = None
+            if not widths or any(w < 1 for w in widths):
+                raise ValueError(f"{flag} must be comma-separated widths >= 1, e.g. 64,64 (got {text!r}).")
+        splits = ("train", "val", "test")
+        if not self.data.endswith(".npz") and self.train_split not in splits:
+            raise ValueError(f"--train-split must be one of {', '.join(splits)} (got {self.train_split!r}).")
+        if self.val_split not in (*splits, "none"):
+            raise ValueError(f"--val-split must be one of {', '.join(splits)} or none (got {self.val_split!r}).")
 
 
 @dataclass
@@ -395,22 +469,29 @@ class NeSFEvalOptions:
         "default_help": "the model's training box; the data's box for 'exact'"})
     periodic: bool = field(default=False, metadata={"help": "exact field with periodic images (extension)",
                                                     "action": "store_true"})
-    batch_structures: int = field(default=8, metadata={"help": "structures decoded together"})
+    batch_structures: int = field(default=8, metadata={"help": "structures decoded together", "min": 1})
     plots: int = field(default=4, metadata={"help": "structures drawn in recon_<tag>.png (0: none)",
-                                            "group": "output"})
+                                            "group": "output", "min": 0})
     tag: str | None = field(default=None, metadata={"help": "name of the outputs", "default_help": "<model>_<data>",
                                                     "group": "output"})
+
+    def validate(self) -> None:
+        if self.periodic and self.model != "exact":
+            raise ValueError("--periodic applies to --model exact only (NeSF fields are not periodic).")
+        if self.box == "model" and self.model == "exact":
+            raise ValueError("--box model needs a trained model; use --box data (the default) with --model exact.")
 
 
 #: The reconstruction parameters ``nesf-eval`` exposes, with their option names and units.
 _RECONSTRUCTION_OPTIONS: dict[str, dict[str, Any]] = {
-    "spacing": {"help": "particle grid spacing", "unit": "Å"},
-    "n_steps": {"help": "transport steps", "flag": "--steps", "metavar": "STEPS"},
-    "residual_threshold": {"help": "keep particles whose last displacement is at most this", "unit": "Å"},
-    "nms_radius": {"help": "cluster radius", "unit": "Å"},
-    "min_cluster_size": {"help": "particles per atom"},
+    "spacing": {"help": "particle grid spacing", "unit": "Å", "gt": 0.0},
+    "n_steps": {"help": "transport steps", "flag": "--steps", "metavar": "STEPS", "min": 1},
+    "residual_threshold": {"help": "keep particles whose last displacement is at most this", "unit": "Å",
+                           "gt": 0.0},
+    "nms_radius": {"help": "cluster radius", "unit": "Å", "gt": 0.0},
+    "min_cluster_size": {"help": "particles per atom", "min": 1},
     "freeze_tol": {"help": "stop moving particles whose step fell below this; speed knob", "unit": "Å",
-                   "default_help": "off"},
+                   "default_help": "off", "gt": 0.0},
 }
 
 

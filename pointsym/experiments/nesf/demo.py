@@ -13,7 +13,8 @@ from pointsym.experiments.common.report import Section
 
 __all__ = ["CHECKPOINT", "stage"]
 
-CHECKPOINT = Path(__file__).resolve().parents[2] / "results" / "nesf" / "nesf_lim_l6.pt"
+# parents[3]: the repository root (this file is pointsym/experiments/nesf/demo.py).
+CHECKPOINT = Path(__file__).resolve().parents[3] / "results" / "nesf" / "nesf_lim_l6.pt"
 _N_MODEL = 3  # crystals auto-encoded by the network (about 5-10 s each on one CPU core)
 
 
@@ -32,7 +33,7 @@ def stage(ctx) -> Section:  # noqa: ANN001 - DemoContext, imported lazily by the
         f"Exact fields of the {len(crystals)} embedded lim_l6 test crystals: the reconstruction recovers "
         f"{exact['n_detected_atoms']} of {exact['n_true_atoms']} atoms "
         f"(count error {exact['atom_count_error_pct']:.1f} %, "
-        f"position error {exact['position_error_actual']:.2g} A).",
+        f"position error {exact['position_error_actual']:.2g} Å).",
     ]
     images = []
     if CHECKPOINT.is_file():
@@ -47,9 +48,9 @@ def stage(ctx) -> Section:  # noqa: ANN001 - DemoContext, imported lazily by the
         images.append(("nesf_reconstructions.png",
                        f"{_N_MODEL} embedded lim_l6 test crystals auto-encoded by results/nesf/nesf_lim_l6.pt "
                        f"(trained {metrics['model_epochs_trained']} epochs on CPU; see results/nesf/README.md)"))
-        text.append(f"Committed checkpoint on {_N_MODEL} of them (freeze_tol 1e-3 A for speed): "
+        text.append(f"Committed checkpoint on {_N_MODEL} of them (freeze_tol 1e-3 Å for speed): "
                     f"atom-count error {learned['atom_count_error_pct']:.0f} %, position error (actual) "
-                    f"{learned['position_error_actual']:.3g} A, species error (actual) "
+                    f"{learned['position_error_actual']:.3g} Å, species error (actual) "
                     f"{learned['species_error_actual_pct']:.1f} %.")
     else:
         text.append(f"No checkpoint at {CHECKPOINT}: only the exact-field check ran "

@@ -29,6 +29,7 @@ from pointsym.experiments.common.cli import (
     add_run_arguments,
     progress,
     resolve_device,
+    validate_options,
 )
 from pointsym.experiments.common.results import save_results
 
@@ -36,10 +37,12 @@ __all__ = [
     "PETPredictOptions",
     "PETTrainOptions",
     "build_model",
+    "check_frames",
     "evaluate",
     "load_frames",
     "load_model",
     "make_loss",
+    "read_frames",
     "register",
     "symmetrized",
 ]
@@ -48,35 +51,128 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 # ---------------------------------------------------------------------------------- data
-def load_frames(spec: str, split: str, *, source: str = "full", data_dir: str | None = None) -> list:
-    """Structures from a data-set name (``load_atomistic``) or an extxyz path."""
+def read_frames(path: str | Path, *, fmt: str | None = None, flag: str = "--data") -> list:
+    """Every structure of a file, read with ``ase.io.read`` (format ``fmt``, or guessed from the name).
+
+    An unreadable file is a ``ValueError`` that names the file, the format tried and ``--format``.
+    """
+    import ase.io
+
+    try:
+        frames = ase.io.read(path, ":", format=fmt)
+    except Exception as exc:  # noqa: BLE001 - XYZError, UnknownFileTypeError, ParseError, ... : one message
+        try:
+            from ase.io.formats import filetype
+
+            tried = fmt or f"{filetype(str(path), read=False)} (guessed from the file name)"
+        except Exception:  # noqa: BLE001
+            tried = fmt or "none guessed from the file name"
+        detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+        raise ValueError(f"Could not read the structures of {flag} {str(path)!r} as format {tried} "
+                         f"({type(exc).__name__}: {detail}); pass --format with the right ase.io format "
+                         "(e.g. extxyz, xyz, vasp, cif, lammps-data), or fix the file.") from exc
+    return frames if isinstance(frames, list) else [frames]
+
+
+def check_frames(frames: list, where: str, *, labels: bool) -> list:
+    """Refuse empty structures, NaN/inf positions, overlapping atoms (and bad labels), naming the
+    frame's index in ``where`` -- checked here, before shuffling and batching, because the
+    model's own checks can only name a structure's place in a shuffled batch."""
+    from pointsym.geometry import neighbor_list
+    from pointsym.structures import MIN_DISTANCE
+
+    for k, atoms in enumerate(frames):
+        what = f"Frame {k} of {where}"
+        if len(atoms) == 0:
+            raise ValueError(f"{what} has no atoms; remove it from the file.")
+        if not np.all(np.isfinite(atoms.positions)):
+            raise ValueError(f"{what} has NaN or infinite positions; fix or remove that frame.")
+        nl = neighbor_list(atoms.positions, cell=atoms.cell[:] if atoms.pbc.any() else None,
+                           pbc=atoms.pbc.tolist() if atoms.pbc.any() else False, r_cut=MIN_DISTANCE)
+        if len(nl):
+            k = int(np.argmin(nl.distances))
+            raise ValueError(f"{what} has overlapping atoms: atoms {int(nl.i[k])} and {int(nl.j[k])} are "
+                             f"{nl.distances[k]:.3g} Å apart (< {MIN_DISTANCE} Å); remove duplicates or fix the "
+                             "positions.")
+        if not labels:
+            continue
+        energy = atoms.info.get("energy")
+        forces = atoms.arrays.get("forces")
+        if energy is None or forces is None:
+            raise ValueError(f"{what} has no energy and forces (expected an energy in the comment line and a "
+                             "forces column, as extxyz writes them); pet-train needs both labels.")
+        if not np.isfinite(energy):
+            raise ValueError(f"{what} has a non-finite energy ({energy}); fix or remove that frame.")
+        if np.shape(forces) != (len(atoms), 3) or not np.all(np.isfinite(forces)):
+            raise ValueError(f"{what} has NaN/infinite forces or forces of shape {np.shape(forces)} for "
+                             f"{len(atoms)} atoms; fix or remove that frame.")
+    return frames
+
+
+def load_frames(spec: str, split: str, *, source: str = "full", data_dir: str | None = None,
+                fmt: str | None = None, flag: str = "--data") -> list:
+    """Structures (with energy/force labels) from a data-set name (``load_atomistic``) or a structure file.
+
+    Every frame is checked (:func:`check_frames`); errors name the frame's index in the file.
+    """
     from pointsym.datasets import ATOMISTIC_SETS, load_atomistic, read_atomistic
 
     if Path(spec).is_file():
-        return read_atomistic(spec)
+        if fmt is None and Path(spec).suffix.lower() in (".xyz", ".extxyz"):
+            try:
+                frames = read_atomistic(spec)
+            except Exception:  # noqa: BLE001 - reread for the message that names the file and format
+                frames = _with_labels(read_frames(spec, fmt="extxyz", flag=flag))
+        else:
+            frames = _with_labels(read_frames(spec, fmt=fmt, flag=flag))
+        return check_frames(frames, f"{flag} {spec!r}", labels=True)
     if spec in ATOMISTIC_SETS:
-        return load_atomistic(spec, split, source=source, data_dir=data_dir)
-    raise ValueError(f"--data {spec!r} is neither an existing extxyz file nor a data set name "
+        frames = load_atomistic(spec, split, source=source, data_dir=data_dir)
+        return check_frames(frames, f"{spec!r} ({split} split)", labels=True)
+    raise ValueError(f"{flag} {spec!r} is neither an existing structure file nor a data set name "
                      f"({sorted(ATOMISTIC_SETS)}).")
+
+
+def _with_labels(frames: list) -> list:
+    """Energy/forces of a calculator (any ase format) moved into ``info``/``arrays``, as read_atomistic does."""
+    out = []
+    for atoms in frames:
+        energy, forces = atoms.info.get("energy"), atoms.arrays.get("forces", atoms.arrays.get("force"))
+        if atoms.calc is not None:
+            energy = atoms.calc.results.get("energy", energy)
+            forces = atoms.calc.results.get("forces", forces)
+        clean = atoms.copy()
+        clean.calc = None
+        if energy is not None:
+            clean.info["energy"] = float(energy)
+        if forces is not None:
+            clean.arrays["forces"] = np.asarray(forces, dtype=np.float64)
+        out.append(clean)
+    return out
 
 
 def _splits(args: argparse.Namespace) -> tuple[list, list, list]:
     from pointsym.datasets import ATOMISTIC_SETS
 
-    train = load_frames(args.data, "train", source=args.source, data_dir=args.data_dir)
+    fmt = getattr(args, "format", None)
+    train = load_frames(args.data, "train", source=args.source, data_dir=args.data_dir, fmt=fmt)
     splits = ATOMISTIC_SETS.get(args.data, {})
     rng = np.random.default_rng(args.seed)
     if args.val:
-        val = load_frames(args.val, "val", source=args.source, data_dir=args.data_dir)
+        val = load_frames(args.val, "val", source=args.source, data_dir=args.data_dir, fmt=fmt, flag="--val")
     elif "val" in splits:
         val = load_frames(args.data, "val", source=args.source, data_dir=args.data_dir)
     else:  # hold out part of the training split, reproducibly
+        if len(train) < 2:
+            raise ValueError(f"--data {args.data!r} holds {len(train)} structure(s): too few to hold out "
+                             f"validation structures (--val-fraction); pass a validation file with --val, "
+                             "or use a file with more structures.")
         perm = rng.permutation(len(train))
-        n_val = max(1, int(round(args.val_fraction * len(train))))
+        n_val = min(len(train) - 1, max(1, int(round(args.val_fraction * len(train)))))
         val = [train[k] for k in perm[:n_val]]
         train = [train[k] for k in perm[n_val:]]
     if args.test:
-        test = load_frames(args.test, "test", source=args.source, data_dir=args.data_dir)
+        test = load_frames(args.test, "test", source=args.source, data_dir=args.data_dir, fmt=fmt, flag="--test")
     elif "test" in splits:
         test = load_frames(args.data, "test", source=args.source, data_dir=args.data_dir)
     else:
@@ -84,7 +180,7 @@ def _splits(args: argparse.Namespace) -> tuple[list, list, list]:
     if args.max_train is not None and len(train) > args.max_train:
         train = [train[k] for k in sorted(rng.permutation(len(train))[: args.max_train])]
     if not train:
-        raise ValueError(f"No training structures in {args.data!r}.")
+        raise ValueError(f"No training structures in --data {args.data!r}.")
     return train, val, test
 
 
@@ -247,16 +343,16 @@ def _predict_fn(model: torch.nn.Module):
 
 
 def _train_main(args: argparse.Namespace) -> int:
-    from pointsym.experiments.common.plotting import plot_history, plt, savefig
     from pointsym.structures import batch_structures
-    from pointsym.symmetrize import rotational_discrepancy
-    from pointsym.training import TrainConfig, Trainer, seed_everything
+    from pointsym.training import TrainConfig, Trainer, init_weights, seed_everything
 
     t_start = time.perf_counter()
-    for flag in ("max_test", "ecse_max_test", "discrepancy_structures", "ecse_discrepancy_structures"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1 (got {value}); leave it out to use all.")
+    validate_options(args, PETTrainOptions)
+    if args.max_test is not None and args.max_test < 1:
+        raise ValueError(f"--max-test must be >= 1 (got {args.max_test}); leave it out to use all.")
+    if args.init_from is not None and not Path(args.init_from).is_file():
+        raise FileNotFoundError(f"--init-from {args.init_from!r} does not exist (expected a pet-train checkpoint "
+                                "such as OUT/checkpoints/best.pt or a PET.save file).")
     out = Path(args.out)
     train, val, test = _splits(args)
     species = sorted({int(z) for a in train + val + test for z in a.numbers})
@@ -264,6 +360,9 @@ def _train_main(args: argparse.Namespace) -> int:
     model = build_model(args.model, species, args)
     model.fit_baseline(train)
     _zero_readout(model)
+    if args.init_from is not None:
+        # Weights only (fresh optimizer and schedule); a last.pt of this --out still takes precedence.
+        init_weights(model, args.init_from)
     dtype = _DTYPES[args.dtype]
     tb = batch_structures(train, dtype=torch.float64, labels=True)
     per_atom = (tb.energy - _baseline_energy(model, tb)) / tb.n_atoms.double()
@@ -282,12 +381,33 @@ def _train_main(args: argparse.Namespace) -> int:
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, out_dir=str(out / "checkpoints"),
         device=args.device, quiet=args.quiet, eval_requires_grad=True, grad_clip=args.grad_clip,
-        extra={"model": _model_spec(model), "data": args.data, "augment": args.augment},
+        restart=args.restart,
+        extra={"model": _model_spec(model), "data": args.data, "augment": args.augment,
+               "energy_weight": args.energy_weight, "dtype": args.dtype, "init_from": args.init_from},
     )
     trainer = Trainer(model, loss_fn, config, optimizer=optimizer, scheduler=scheduler, collate_fn=collate)
     t0 = time.perf_counter()
     history = trainer.fit(train, val)
     train_seconds = time.perf_counter() - t0
+    if not trainer.is_main:
+        # Under torchrun rank 0 alone evaluates and writes results, plots and prints; the
+        # others wait for it, so that no process exits (or reads a file) before it is written.
+        trainer.barrier()
+        return 0
+    try:
+        return _evaluate_and_write(args, trainer, history, train, val, test, species, sigma_e, sigma_f,
+                                   train_seconds, t_start)
+    finally:
+        trainer.barrier()
+
+
+def _evaluate_and_write(args: argparse.Namespace, trainer: Any, history: list, train: list, val: list, test: list,
+                        species: list[int], sigma_e: float, sigma_f: float, train_seconds: float,
+                        t_start: float) -> int:
+    from pointsym.experiments.common.plotting import plot_history, plt, savefig
+    from pointsym.symmetrize import rotational_discrepancy
+
+    out = Path(args.out)
     model = trainer.load_best().eval()
 
     results: dict[str, Any] = {
@@ -400,10 +520,12 @@ def _predict_main(args: argparse.Namespace) -> int:
 
     from pointsym.structures import predict_structures
 
+    validate_options(args, PETPredictOptions)
     path = Path(args.input)
     if not path.is_file():
         raise FileNotFoundError(f"--input {args.input!r} does not exist.")
-    frames = ase.io.read(path, ":")
+    frames = check_frames(read_frames(path, fmt=args.format, flag="--input"), f"--input {args.input!r}",
+                          labels=False)
     if not frames:
         raise ValueError(f"--input {args.input!r} holds no structures.")
     species = sorted({int(z) for a in frames for z in a.numbers})
@@ -448,45 +570,72 @@ class PETTrainOptions:
     val: str | None = field(default=None, metadata={
         "help": "validation data (name or path)",
         "default_help": "the 'val' split if the set has one, else --val-fraction of the training split"})
-    val_fraction: float = field(default=0.1, metadata={"help": "held-out training fraction"})
+    val_fraction: float = field(default=0.1, metadata={
+        "help": "fraction of the training structures held out for validation when there is no validation set, "
+                "in (0, 1)", "gt": 0.0, "lt": 1.0})
     test: str | None = field(default=None, metadata={"help": "test data (name or path)",
                                                      "default_help": "the set's 'test' split"})
+    format: str | None = field(default=None, metadata={
+        "help": "ase.io format of the structure files of --data/--val/--test (e.g. extxyz, vasp, cif)",
+        "default_help": "guessed from each file name"})
     model: str = field(default="pet", metadata={"help": "PET or the NeighborMLP baseline",
                                                 "choices": ("pet", "mlp"), "group": "model"})
-    r_cut: float = field(default=4.5, metadata={"help": "cutoff", "unit": "Å", "group": "model"})
-    d_model: int = field(default=32, metadata={"help": "PET token width / MLP feature size", "group": "model"})
-    n_gnn_layers: int = field(default=2, metadata={"help": "PET message-passing blocks", "group": "model"})
-    n_trans_layers: int = field(default=1, metadata={"help": "transformer layers per block", "group": "model"})
-    n_heads: int = field(default=4, metadata={"help": "attention heads", "group": "model"})
-    dim_feedforward: int = field(default=64, metadata={"help": "transformer FFN width", "group": "model"})
-    head_hidden: int = field(default=32, metadata={"help": "readout MLP width", "group": "model"})
-    cutoff_delta: float = field(default=0.2, metadata={"help": "cutoff switching width", "unit": "Å",
-                                                       "group": "model"})
-    epochs: int = field(default=50, metadata={"help": "epochs", "group": "training"})
-    batch_size: int = field(default=8, metadata={"help": "batch size", "unit": "structures", "group": "training"})
+    r_cut: float = field(default=4.5, metadata={"help": "cutoff", "unit": "Å", "group": "model", "gt": 0.0})
+    d_model: int = field(default=32, metadata={"help": "PET token width / MLP feature size (a multiple of "
+                                                       "--n-heads)", "group": "model", "min": 1})
+    n_gnn_layers: int = field(default=2, metadata={"help": "PET message-passing blocks", "group": "model", "min": 1})
+    n_trans_layers: int = field(default=1, metadata={"help": "transformer layers per block", "group": "model",
+                                                     "min": 1})
+    n_heads: int = field(default=4, metadata={"help": "attention heads", "group": "model", "min": 1})
+    dim_feedforward: int = field(default=64, metadata={"help": "transformer FFN width", "group": "model", "min": 1})
+    head_hidden: int = field(default=32, metadata={"help": "readout MLP width", "group": "model", "min": 1})
+    cutoff_delta: float = field(default=0.2, metadata={"help": "cutoff switching width (< --r-cut)", "unit": "Å",
+                                                       "group": "model", "gt": 0.0})
+    epochs: int = field(default=50, metadata={"help": "total epochs (a rerun into the same --out resumes)",
+                                              "group": "training", "min": 1})
+    batch_size: int = field(default=8, metadata={"help": "batch size", "unit": "structures", "group": "training",
+                                                 "min": 1})
     lr: float = field(default=3e-3, metadata={"help": "peak Adam learning rate (warm-up, cosine decay)",
-                                              "group": "training"})
-    grad_clip: float = field(default=10.0, metadata={"help": "gradient-norm clip", "group": "training"})
+                                              "group": "training", "gt": 0.0})
+    grad_clip: float = field(default=10.0, metadata={"help": "largest gradient norm (gradients are clipped to it)",
+                                                     "group": "training", "gt": 0.0})
     energy_weight: float = field(default=1.0, metadata={
-        "help": "weight of the normalised per-atom energy MSE vs the force MSE", "group": "training"})
+        "help": "weight of the normalised per-atom energy MSE vs the force MSE", "group": "training", "min": 0.0})
+    restart: bool = field(default=False, metadata={
+        "help": "start fresh: move the checkpoints already in OUT/checkpoints aside (to previous/<n>/, not "
+                "deleted) instead of resuming them", "action": "store_true", "group": "training"})
+    init_from: str | None = field(default=None, metadata={
+        "help": "start from the weights of a pet-train checkpoint (best.pt/last.pt) or a PET.save file, with a "
+                "fresh optimizer; a last.pt in OUT/checkpoints still takes precedence", "metavar": "PATH",
+        "group": "training"})
     augment: bool = field(default=True, metadata={
         "help": "random O(3) rotation of every training structure at every step", "group": "training"})
-    dtype: str = field(default="float32", metadata={"help": "training dtype", "choices": tuple(sorted(_DTYPES)),
+    dtype: str = field(default="float32", metadata={"help": "floating-point precision of training",
+                                                    "choices": tuple(sorted(_DTYPES)),
                                                     "group": "training"})
     eval_ecse: bool = field(default=True, metadata={"help": "also evaluate the ECSE-symmetrized model",
                                                     "group": "evaluation"})
     ecse_max_test: int | None = field(default=None, metadata={
         "help": "evaluate ECSE on at most N (evenly spaced) evaluation structures", "default_help": "all",
-        "metavar": "N", "aliases": ("--ecse-max-eval",), "group": "evaluation"})
+        "metavar": "N", "aliases": ("--ecse-max-eval",), "group": "evaluation", "min": 1})
     discrepancy_rotations: int = field(default=10, metadata={
-        "help": "random O(3) elements per structure for the rotational discrepancy", "group": "evaluation"})
+        "help": "random O(3) elements per structure for the rotational discrepancy (>= 2)", "group": "evaluation",
+        "min": 2})
     discrepancy_structures: int | None = field(default=None, metadata={
         "help": "evenly spaced test structures for the bare model's rotational discrepancy", "default_help": "all",
-        "group": "evaluation"})
+        "group": "evaluation", "min": 1})
     ecse_discrepancy_structures: int = field(default=3, metadata={
-        "help": "smallest test structures for the ECSE model's rotational discrepancy", "group": "evaluation"})
+        "help": "smallest test structures for the ECSE model's rotational discrepancy", "group": "evaluation",
+        "min": 1})
     plots: bool = field(default=True, metadata={"help": "write learning-curve and error-histogram PNGs",
                                                 "group": "output"})
+
+    def validate(self) -> None:
+        """Combinations of options (the single bounds are checked from the field metadata)."""
+        if self.model == "pet" and self.d_model % self.n_heads:
+            raise ValueError(f"--d-model must be a multiple of --n-heads (got {self.d_model} and {self.n_heads}).")
+        if self.model == "pet" and self.cutoff_delta >= self.r_cut:
+            raise ValueError(f"--cutoff-delta must be smaller than --r-cut (got {self.cutoff_delta} >= {self.r_cut}).")
 
 
 @dataclass
@@ -496,12 +645,15 @@ class PETPredictOptions:
     model: str = field(metadata={"help": "pet-train checkpoint (e.g. results/pet/run/checkpoints/best.pt) or "
                                          "random:SEED for an untrained PET"})
     input: str = field(metadata={"help": "input structures (any ase-readable file, e.g. extxyz)"})
-    output: str = field(metadata={"help": "output extxyz"})
+    output: str = field(metadata={"help": "output extxyz file (energies, forces, optional stress)"})
+    format: str | None = field(default=None, metadata={
+        "help": "ase.io format of --input (e.g. extxyz, vasp, cif)", "default_help": "guessed from the file name"})
     symmetrize: bool = field(default=True, metadata={"help": "wrap the model in ECSE for exact O(3) equivariance"})
-    dtype: str = field(default="float64", metadata={"help": "compute dtype", "choices": tuple(sorted(_DTYPES))})
+    dtype: str = field(default="float64", metadata={"help": "floating-point precision of the predictions",
+                                                    "choices": tuple(sorted(_DTYPES))})
     stress: bool = field(default=False, metadata={"help": "also write the stress of fully periodic structures",
                                                   "action": "store_true"})
-    r_cut: float = field(default=4.0, metadata={"help": "cutoff of a random:SEED model", "unit": "Å"})
+    r_cut: float = field(default=4.0, metadata={"help": "cutoff of a random:SEED model", "unit": "Å", "gt": 0.0})
 
 
 def register(sub: Any) -> None:

@@ -34,7 +34,9 @@ from pointsym.experiments.common.cli import (
     add_common_arguments,
     add_dataclass_arguments,
     add_limit_arguments,
+    check_option,
     config_from_args,
+    validate_options,
 )
 from pointsym.experiments.pixel_soap.data import (
     BACKENDS,
@@ -118,9 +120,11 @@ def _log(msg: str, quiet: bool) -> None:
 def train_pixel_classifier(
     ds: SpectraDataset, *, hidden: tuple[int, ...] = DEFAULT_HIDDEN, epochs: int = 300, patience: int | None = 20,
     batch_size: int = 128, lr: float = 1e-3, seed: int = 0, out_dir: str | Path | None = None,
-    device: str = "cpu", quiet: bool = True,
+    device: str = "cpu", quiet: bool = True, restart: bool = False, init_from: str | Path | None = None,
 ) -> tuple[PixelMLP, list[dict[str, Any]]]:
     """Train the paper's pixel MLP on ``ds`` (scaled spectra; Adam, early stopping on val accuracy).
+
+    ``restart`` and ``init_from`` are those of :func:`~pointsym.experiments.pixel_soap.models.fit_classifier`.
 
     Returns:
         ``(model with the best validation accuracy, history)``.
@@ -132,7 +136,8 @@ def train_pixel_classifier(
     seed_everything(seed)  # identical initial weights for a given seed
     model = PixelMLP(X_tr.shape[1], hidden)
     model, history, _ = fit_classifier(model, X_tr, y_tr, X_va, y_va, epochs=epochs, batch_size=batch_size, lr=lr,
-                                       patience=patience, seed=seed, out_dir=out_dir, device=device, quiet=quiet)
+                                       patience=patience, seed=seed, out_dir=out_dir, device=device, quiet=quiet,
+                                       restart=restart, init_from=init_from)
     return model, history
 
 
@@ -244,6 +249,11 @@ def _params(args: argparse.Namespace) -> SOAPParams:
     return config_from_args(SOAPParams, args)
 
 
+def _validated_params(args: argparse.Namespace) -> SOAPParams:
+    """The SOAP parameters, their bounds checked with messages naming the flags."""
+    return validate_options(args, SOAPParams, overrides=_SOAP_OPTIONS)
+
+
 def _cache_dir(args: argparse.Namespace) -> Path | None:
     if getattr(args, "no_cache", False):
         return None
@@ -309,9 +319,16 @@ def _load_base(args: argparse.Namespace) -> tuple[dict[str, Any], SpectraDataset
 
 # ---------------------------------------------------------------------------- experiments
 def _train_main(args: argparse.Namespace) -> int:
+    from pointsym.training import barrier, is_main_process
+
     t0 = time.perf_counter()
-    params = _params(args)
+    validate_options(args, TrainOptions)
+    check_option("--max-train", args.max_train, min=2, hint=" (the spectra are split into training and validation)")
+    params = _validated_params(args)
     hidden = _ints(args.hidden, "--hidden")
+    if args.init_from is not None and not Path(args.init_from).is_file():
+        raise FileNotFoundError(f"--init-from {args.init_from!r} does not exist (expected a pixel-soap model "
+                                "OUT/checkpoints/<name>/model.pt or a Trainer checkpoint best.pt/last.pt).")
     ds = _dataset_for(args, params, n_train=args.max_train, n_test=args.max_test, cache=_cache_dir(args))
     t_spectra = time.perf_counter() - t0
     _log(f"spectra: train {len(ds.train)}, val {len(ds.val)}, test {len(ds.test)} x {params.n_features} "
@@ -321,7 +338,20 @@ def _train_main(args: argparse.Namespace) -> int:
     run_dir = _run_dir(args, args.name, spec)
     model, history = train_pixel_classifier(ds, hidden=hidden, epochs=args.epochs, patience=args.patience,
                                             batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                                            out_dir=run_dir, device=args.device, quiet=args.quiet)
+                                            out_dir=run_dir, device=args.device, quiet=args.quiet,
+                                            restart=args.restart, init_from=args.init_from)
+    if not is_main_process():
+        # Under torchrun rank 0 alone evaluates and writes the model bundle, plots and JSON; the others wait.
+        barrier()
+        return 0
+    try:
+        return _train_report(args, params, hidden, ds, model, history, t0, t_spectra)
+    finally:
+        barrier()
+
+
+def _train_report(args: argparse.Namespace, params: SOAPParams, hidden: tuple[int, ...], ds: SpectraDataset,
+                  model: PixelMLP, history: list[dict[str, Any]], t0: float, t_spectra: float) -> int:
     model = model.cpu()
     X_te, y_te = ds.scaled("test")
     X_va, y_va = ds.scaled("val")
@@ -357,6 +387,8 @@ def _train_main(args: argparse.Namespace) -> int:
 
 
 def _search_main(args: argparse.Namespace) -> int:
+    validate_options(args, SearchOptions)
+    check_option("--max-train", args.max_train, min=2, hint=" (the spectra are split into training and validation)")
     t0 = time.perf_counter()
     trials = check_int("--trials", args.trials, minimum=1)
     rng = np.random.default_rng([args.seed, 10])
@@ -465,6 +497,7 @@ def _parse_deep_grid(text: str) -> dict[int, tuple[int, ...]]:
 def _compress_main(args: argparse.Namespace) -> int:
     from sklearn.decomposition import PCA
 
+    validate_options(args, CompressOptions)
     t0 = time.perf_counter()
     bundle, ds = _load_base(args)
     model = bundle["model"]
@@ -569,6 +602,7 @@ def _plot_compression(curves: dict[str, list[dict[str, Any]]], baseline: float, 
 def _noise_main(args: argparse.Namespace) -> int:
     from pointsym.datasets import load_mnist
 
+    validate_options(args, NoiseOptions)
     t0 = time.perf_counter()
     bundle, ds = _load_base(args)
     model, scaler = bundle["model"], bundle["scaler"]
@@ -618,6 +652,7 @@ def _noise_main(args: argparse.Namespace) -> int:
 def _rotations_main(args: argparse.Namespace) -> int:
     from pointsym.datasets import load_mnist
 
+    validate_options(args, RotationsOptions)
     t0 = time.perf_counter()
     bundle, ds = _load_base(args)
     model, scaler = bundle["model"], bundle["scaler"]
@@ -690,8 +725,9 @@ def _rotations_main(args: argparse.Namespace) -> int:
 def _backend_main(args: argparse.Namespace) -> int:
     from pointsym.datasets import load_mnist
 
+    validate_options(args, BackendOptions)
     t0 = time.perf_counter()
-    params = _params(args)
+    params = _validated_params(args)
     x, _ = load_mnist("test", source=args.source, data_dir=args.data_dir)
     rows = []
     for k in range(args.n_images):
@@ -745,10 +781,10 @@ _HIDDEN = ",".join(map(str, DEFAULT_HIDDEN))
 
 #: Option help of the SOAP parameters; their defaults live in :class:`SOAPParams`.
 _SOAP_OPTIONS: dict[str, dict[str, Any]] = {
-    "r_cut": {"help": "cutoff radius", "unit": "pixels"},
-    "n_max": {"help": "radial basis functions"},
-    "l_max": {"help": "max angular degree"},
-    "sigma": {"help": "Gaussian width", "unit": "pixels"},
+    "r_cut": {"help": "cutoff radius", "unit": "pixels", "gt": 0.0},
+    "n_max": {"help": "radial basis functions", "min": 1},
+    "l_max": {"help": "max angular degree (0-20)", "min": 0, "max": 20},
+    "sigma": {"help": "Gaussian width", "unit": "pixels", "gt": 0.0},
 }
 
 
@@ -765,22 +801,35 @@ class TrainOptions(_SpectraOptions):
     """Options of ``pixel-soap train`` (plus SOAP parameters, ``--max-train``/``--max-test`` and the shared groups)."""
 
     hidden: str = field(default=_HIDDEN, metadata={"help": "hidden widths of the MLP (paper: not given)"})
-    epochs: int = field(default=300, metadata={"help": "max epochs (paper: 300)"})
-    patience: int = field(default=20, metadata={"help": "early-stopping patience on val accuracy", "unit": "epochs"})
-    batch_size: int = field(default=128, metadata={"help": "batch size (paper: 128)", "unit": "spectra"})
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate (paper: 1e-3)"})
+    epochs: int = field(default=300, metadata={"help": "max epochs (paper: 300)", "min": 1})
+    patience: int = field(default=20, metadata={"help": "early-stopping patience on val accuracy", "unit": "epochs",
+                                                "min": 1})
+    batch_size: int = field(default=128, metadata={"help": "batch size (paper: 128)", "unit": "spectra", "min": 1})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate (paper: 1e-3)", "gt": 0.0})
+    restart: bool = field(default=False, metadata={
+        "help": "start fresh: move this run's checkpoints aside (to previous/<n>/, not deleted) instead of resuming",
+        "action": "store_true"})
+    init_from: str | None = field(default=None, metadata={
+        "help": "start from the weights of a pixel-soap model (OUT/checkpoints/<name>/model.pt) or a Trainer "
+                "checkpoint, with a fresh optimizer", "metavar": "PATH"})
     name: str = field(default="paper_setting", metadata={"help": "results name"})
+
+    def validate(self) -> None:
+        _ints(self.hidden, "--hidden")
 
 
 @dataclass
 class SearchOptions(_SpectraOptions):
     """Options of ``pixel-soap search``."""
 
-    trials: int = field(default=168, metadata={"help": "number of random trials (paper: 168)"})
+    trials: int = field(default=168, metadata={"help": "number of random trials (paper: 168)", "min": 1})
     hidden: str = field(default=_HIDDEN, metadata={"help": "MLP hidden widths"})
-    epochs: int = field(default=300, metadata={"help": "max epochs per trial (paper: 300)"})
-    patience: int = field(default=10, metadata={"help": "early-stopping patience", "unit": "epochs"})
+    epochs: int = field(default=300, metadata={"help": "max epochs per trial (paper: 300)", "min": 1})
+    patience: int = field(default=10, metadata={"help": "early-stopping patience", "unit": "epochs", "min": 1})
     name: str = field(default="search", metadata={"help": "results name"})
+
+    def validate(self) -> None:
+        _ints(self.hidden, "--hidden")
 
 
 @dataclass
@@ -801,33 +850,48 @@ class CompressOptions(_ModelOptions):
     deep_grid: str = field(default="2:2,5,10,20,50,100,200;4:2,5,10,20,50,100,200;10:2,5,10,20,50,100,200",
                            metadata={"help": "deep AE runs as 'h_m:h_e,h_e;h_m:...' (paper: h_m in {2,4,10})"})
     ae_train: int = field(default=96_000, metadata={
-        "help": "training spectra for PCA/AEs (96,000 = all of the paper setting)"})
-    ae_epochs: int = field(default=10_000, metadata={"help": "AE epochs (paper: 10,000)"})
-    ae_lr: float = field(default=1e-4, metadata={"help": "AE Adam learning rate (paper: 1e-4)"})
-    ae_batch: int = field(default=512, metadata={"help": "AE batch size (paper: 512)", "unit": "spectra"})
+        "help": "training spectra for PCA/AEs (96,000 = all of the paper setting)", "min": 2})
+    ae_epochs: int = field(default=10_000, metadata={"help": "AE epochs (paper: 10,000)", "min": 1})
+    ae_lr: float = field(default=1e-4, metadata={"help": "AE Adam learning rate (paper: 1e-4)", "gt": 0.0})
+    ae_batch: int = field(default=512, metadata={"help": "AE batch size (paper: 512)", "unit": "spectra", "min": 1})
     name: str = field(default="compress", metadata={"help": "results name"})
+
+    def validate(self) -> None:
+        for flag, text in (("--h-e-pca", self.h_e_pca), ("--h-e-linear", self.h_e_linear)):
+            if min(_ints(text, flag)) < 1:
+                raise ValueError(f"{flag} must list encoding dimensions >= 1 (got {text!r}).")
+        for hm, hes in _parse_deep_grid(self.deep_grid).items():
+            if hm < 1 or min(hes) < 1:
+                raise ValueError(f"--deep-grid must hold dimensions >= 1 (got {self.deep_grid!r}).")
 
 
 @dataclass
 class NoiseOptions(_ModelOptions):
     """Options of ``pixel-soap noise`` (plus ``--max-test``)."""
 
-    steps: int = field(default=20, metadata={"help": "number of sigma values (paper: 20)"})
+    steps: int = field(default=20, metadata={"help": "number of sigma values, >= 2 (paper: 20)", "min": 2})
     sigma_min: float = field(default=0.1, metadata={"help": "smallest sigma_disturbance (paper: 0.1)",
-                                                    "unit": "pixels"})
+                                                    "unit": "pixels", "gt": 0.0})
     sigma_max: float = field(default=5.0, metadata={"help": "largest sigma_disturbance (paper: 5.0)",
-                                                    "unit": "pixels"})
+                                                    "unit": "pixels", "gt": 0.0})
     name: str = field(default="noise", metadata={"help": "results name"})
+
+    def validate(self) -> None:
+        if self.sigma_min >= self.sigma_max:
+            raise ValueError(f"--sigma-min must be smaller than --sigma-max (got {self.sigma_min} and "
+                             f"{self.sigma_max}); the sigmas run from --sigma-min up to --sigma-max.")
 
 
 @dataclass
 class RotationsOptions(_ModelOptions):
     """Options of ``pixel-soap rotations`` (plus ``--max-test``)."""
 
-    cnn_train: int = field(default=30_000, metadata={"help": "training pixels of the CNN"})
-    cnn_epochs: int = field(default=20, metadata={"help": "CNN max epochs"})
-    patience: int = field(default=5, metadata={"help": "CNN early-stopping patience", "unit": "epochs"})
-    patch_half: int = field(default=20, metadata={"help": "patch half width h: (2h+1)^2 patches", "unit": "pixels"})
+    cnn_train: int = field(default=30_000, metadata={"help": "training pixels of the CNN", "min": 1})
+    cnn_epochs: int = field(default=20, metadata={"help": "CNN max epochs", "min": 1})
+    patience: int = field(default=5, metadata={"help": "CNN early-stopping patience", "unit": "epochs", "min": 1})
+    patch_half: int = field(default=20, metadata={
+        "help": "patch half width h: (2h+1)^2 patches, h >= 3 (the CNN needs 7x7 patches or larger)",
+        "unit": "pixels", "min": 3})
     name: str = field(default="rotations", metadata={"help": "results name"})
 
 
@@ -835,11 +899,11 @@ class RotationsOptions(_ModelOptions):
 class BackendOptions:
     """Options of ``pixel-soap backend`` (plus SOAP parameters)."""
 
-    n_images: int = field(default=3, metadata={"help": "test digits compared, all pixels each"})
-    n_speed: int = field(default=500, metadata={"help": "spectra timed per backend"})
+    n_images: int = field(default=3, metadata={"help": "test digits compared, all pixels each", "min": 1})
+    n_speed: int = field(default=500, metadata={"help": "spectra timed per backend", "min": 1})
     model: str | None = field(default=None, metadata={
         "help": "also classify test pixels of this `train` run with spectra from pointsym's SOAP"})
-    n_model: int = field(default=2000, metadata={"help": "test pixels for --model"})
+    n_model: int = field(default=2000, metadata={"help": "test pixels for --model", "min": 1})
     cache_dir: str | None = field(default=None, metadata={"help": "spectra cache",
                                                           "default_help": "<out>/checkpoints/spectra_cache"})
     name: str = field(default="backend_check", metadata={"help": "results name"})

@@ -335,13 +335,18 @@ def pixel_spectra(
                 bar.update(b1 - b0)
         block = np.concatenate(out, axis=0)
         if chunk_file is not None:
-            np.save(chunk_file, block.astype(np.float32))
+            # Atomic (per-process temporary + rename): several processes of a torchrun launch may
+            # fill the same cache at once; none ever reads half a chunk.
+            chunk_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp_chunk = chunk_file.with_name(f"{chunk_file.stem}.{os.getpid()}.tmp.npy")
+            np.save(tmp_chunk, block.astype(np.float32))
+            os.replace(tmp_chunk, chunk_file)
         chunks.append(block)
     if bar is not None:
         bar.close()
     X = np.concatenate(chunks, axis=0) if chunks else np.zeros((0, 0))
     if path is not None:
-        tmp = path.with_suffix(".tmp.npz")
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
         np.savez(tmp, X=X.astype(np.float32))
         os.replace(tmp, path)
         shutil.rmtree(partial_dir, ignore_errors=True)

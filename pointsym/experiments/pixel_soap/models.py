@@ -307,20 +307,27 @@ def _reconstruction_loss(model: nn.Module, batch: Any) -> tuple[torch.Tensor, di
 def fit_classifier(
     model: nn.Module, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
     epochs: int, batch_size: int = 128, lr: float = 1e-3, patience: int | None = 20, seed: int = 0,
-    out_dir: str | Path | None = None, device: str = "cpu", quiet: bool = True,
+    out_dir: str | Path | None = None, device: str = "cpu", quiet: bool = True, restart: bool = False,
+    init_from: str | Path | None = None,
 ) -> tuple[nn.Module, list[dict[str, Any]], Any]:
     """Train a classifier with cross-entropy through the Trainer; returns the best-val-accuracy model.
 
     Early stopping monitors validation accuracy (``patience`` epochs). With ``out_dir``,
-    checkpoints are written there and an interrupted run resumes.
+    checkpoints are written there and an interrupted run resumes; ``restart`` moves them aside
+    and starts fresh. ``init_from`` loads the weights of a model file, a pixel-SOAP bundle or a
+    Trainer checkpoint first (a ``last.pt`` in ``out_dir`` still takes precedence).
 
     Returns:
         ``(model with best weights, history, trainer)``.
     """
-    from pointsym.training import TrainConfig, Trainer
+    from pointsym.training import TrainConfig, Trainer, init_weights
 
+    if init_from is not None:
+        init_weights(model, init_from, key="model")
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, patience=patience, monitor="acc",
-                      mode="max", out_dir=None if out_dir is None else str(out_dir), device=str(device), quiet=quiet)
+                      mode="max", out_dir=None if out_dir is None else str(out_dir), device=str(device), quiet=quiet,
+                      restart=restart, extra={"model": {"class": type(model).__name__, "hypers": model.hypers}}
+                      if hasattr(model, "hypers") else {})
     trainer = Trainer(model, _classification_loss, cfg, collate_fn=ArrayDataset.collate)
     history = trainer.fit(ArrayDataset(X_train, y_train), ArrayDataset(X_val, y_val))
     return trainer.load_best(), history, trainer
@@ -385,16 +392,16 @@ def plot_confusion(cm: np.ndarray, path: str | Path, title: str) -> Path:
     from pointsym.experiments.common.plotting import plt, savefig
 
     cm = np.asarray(cm)
-    fig, ax = plt.subplots(figsize=(6.2, 5.4))
+    fig, ax = plt.subplots(figsize=(7.2, 6.2))
     im = ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, f"{cm[i, j]:.2f}", ha="center", va="center", fontsize=7,
+            ax.text(j, i, f"{cm[i, j]:.2f}", ha="center", va="center", fontsize=9,
                     color="white" if cm[i, j] > 0.5 else "black")
     ax.set_xticks(range(cm.shape[1]))
     ax.set_yticks(range(cm.shape[0]))
     ax.set_xlabel("predicted digit")
     ax.set_ylabel("true digit")
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true digit's pixels")
     return savefig(fig, path)

@@ -51,7 +51,17 @@ def read_structures(paths: list[str], index: str = ":", fmt: str | None = None) 
         try:
             items = read(path, index=index, format=fmt)
         except Exception as exc:  # noqa: BLE001 - ase raises many types; report one clear error
-            raise ValueError(f"ASE could not read {path!r} ({type(exc).__name__}: {exc}); pass --format.") from exc
+            try:  # readable as a whole? then --index, not the format, is the problem
+                n_frames = len(read(path, index=":", format=fmt))
+            except Exception:  # noqa: BLE001
+                n_frames = None
+            if n_frames is not None:
+                raise ValueError(f"--index {index!r} selects no frame of {path!r}, which holds {n_frames} frame(s) "
+                                 f"(indices 0..{n_frames - 1}, negative from the end, or slices such as 0:5).") from exc
+            tried = fmt or "guessed from the file name"
+            raise ValueError(f"ASE could not read {path!r} (format {tried}; {type(exc).__name__}: {exc}); pass "
+                             "--format with the right ase.io format (e.g. extxyz, vasp, cif), or fix the "
+                             "file.") from exc
         items = items if isinstance(items, list) else [items]
         atoms.extend(items)
         sources.extend([path] * len(items))
@@ -87,9 +97,17 @@ def soap_from_args(args: argparse.Namespace, atoms: list) -> Any:
 
 
 def _main(args: argparse.Namespace) -> int:
+    from pointsym.experiments.common.cli import check_option
+
     out = Path(args.output)
-    if args.batch_size < 1:
-        raise ValueError(f"Expected '--batch-size' >= 1 (got {args.batch_size}).")
+    check_option("--batch-size", args.batch_size, min=1)
+    check_option("--n-max", args.n_max, min=1)
+    check_option("--l-max", args.l_max, min=0, max=20)
+    check_option("--sigma", args.sigma, gt=0.0)
+    if args.r_cut is not None:
+        check_option("--r-cut", args.r_cut, gt=0.0)
+    elif args.weighting is None:
+        raise ValueError("Pass --r-cut (the cutoff radius in Å), or a --weighting that sets the cutoff.")
     if out.suffix not in (".npy", ".npz"):
         raise ValueError(f"Expected '--output' to end in .npy or .npz (got {str(out)!r}).")
     atoms, sources = read_structures(args.files, args.index, args.format)
@@ -142,13 +160,17 @@ def register(sub: Any) -> None:
     p.add_argument("--n-max", type=int, required=True, help="number of radial basis functions")
     p.add_argument("--l-max", type=int, required=True, help="largest spherical-harmonics degree (0..20)")
     p.add_argument("--sigma", type=float, default=1.0, help="Gaussian width in Å (default 1.0)")
-    p.add_argument("--rbf", default="gto", choices=["gto", "polynomial"], help="radial basis (default gto)")
+    p.add_argument("--rbf", default="gto", choices=["gto", "polynomial"],
+                   help="radial basis: gto (Gaussian-type orbitals) or polynomial (default gto)")
     p.add_argument("--weighting", default=None, help="weighting dict as JSON (DScribe keys)")
-    p.add_argument("--average", default="off", choices=["off", "inner", "outer"], help="averaging (default off)")
+    p.add_argument("--average", default="off", choices=["off", "inner", "outer"],
+                   help="averaging: off (one row per centre), inner or outer (one row per structure) (default off)")
     p.add_argument("--compression", default=None, help="compression dict as JSON, or just the mode name")
     p.add_argument("--periodic", action="store_true", help="use the cells and pbc of the structures")
     p.add_argument("--centers", default=None, help="centres for every structure as JSON (atom indices / points)")
-    p.add_argument("--dtype", default="float64", choices=["float32", "float64"], help="output dtype")
+    p.add_argument("--dtype", default="float64", choices=["float32", "float64"],
+                   help="floating-point precision of the computation and of the written features (float32 halves "
+                        "the file size; default float64)")
     p.add_argument("--compat", action="store_true", help="reproduce DScribe's approximate numerics bit for bit")
     p.add_argument("--batch-size", type=int, default=64, help="structures per evaluation batch (default 64)")
     add_common_arguments(p)

@@ -47,21 +47,25 @@ def stage(ctx) -> Section:  # noqa: ANN001 - DemoContext, imported lazily by the
     moved = clouds[0] @ R.T + rng.normal(size=3) * 5.0
     inv_err = float(np.abs(soap.create(moved) - spectra[0]).max() / np.abs(spectra[0]).max())
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
-    sc = axes[0].scatter(scores[:, 0], scores[:, 1], c=owner, cmap="tab10", s=3, alpha=0.7)
-    axes[0].set_xlabel(f"PC1 ({100 * ratio[0]:.0f} %)")
-    axes[0].set_ylabel(f"PC2 ({100 * ratio[1]:.0f} %)")
-    axes[0].set_title("Per-pixel SOAP spectra, coloured by digit")
-    fig.colorbar(sc, ax=axes[0], ticks=range(10))
+    # At most 9 in wide (the report shows 1000 px = 9.1 in at 110 dpi unscaled), default 10 pt text.
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3.4), gridspec_kw={"width_ratios": (1.1, 1, 1)})
+    sc = axes[0].scatter(scores[:, 0], scores[:, 1], c=owner, cmap="tab10", vmin=-0.5, vmax=9.5, s=3, alpha=0.7)
+    axes[0].set_xlabel(f"PC1 score ({100 * ratio[0]:.0f} % of var.)")
+    axes[0].set_ylabel(f"PC2 score ({100 * ratio[1]:.0f} % of var.)")
+    axes[0].set_title("PCA of per-pixel spectra")
+    fig.colorbar(sc, ax=axes[0], ticks=range(10), label="digit")
     offsets = np.cumsum([0] + [len(c) for c in clouds])
     for ax, j in zip(axes[1:], (3, 8)):  # the digits 3 and 8
         pts, sel = clouds[j], picks[j]
         pc1 = scores[offsets[j] : offsets[j + 1], 0]
         ax.imshow(images[sel], cmap="gray_r", alpha=0.25)
-        s = ax.scatter(pts[:, 0], pts[:, 1], c=pc1, cmap="coolwarm", s=18)
-        ax.set_title(f"digit {labels[sel]}: pixels coloured by PC1")
-        ax.axis("off")
-        fig.colorbar(s, ax=ax, fraction=0.046)
+        s = ax.scatter(pts[:, 0], pts[:, 1], c=pc1, cmap="coolwarm", s=8)
+        ax.set_title(f"digit {labels[sel]}")
+        ax.set_xlabel("column (px)")
+        ax.set_ylabel("row (px)")
+        ax.set_xticks([0, 10, 20])
+        ax.set_yticks([0, 10, 20])
+        fig.colorbar(s, ax=ax, fraction=0.046, label="PC1 score")
     savefig(fig, ctx.path("soap_mnist_pca.png"))
 
     # Per-atom SOAP of the embedded Si frames, coloured by the frame's energy per atom.
@@ -73,10 +77,10 @@ def stage(ctx) -> Section:  # noqa: ANN001 - DemoContext, imported lazily by the
     si_scores, si_ratio = _pca(si_rows)
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     s = ax.scatter(si_scores[:, 0], si_scores[:, 1], c=e_atom, cmap="viridis", s=6)
-    ax.set_xlabel(f"PC1 ({100 * si_ratio[0]:.0f} %)")
-    ax.set_ylabel(f"PC2 ({100 * si_ratio[1]:.0f} %)")
+    ax.set_xlabel(f"PC1 score ({100 * si_ratio[0]:.0f} % of variance)")
+    ax.set_ylabel(f"PC2 score ({100 * si_ratio[1]:.0f} % of variance)")
     ax.set_title("Per-atom SOAP of Si frames")
-    fig.colorbar(s, ax=ax, label="frame energy per atom (eV)")
+    fig.colorbar(s, ax=ax, label="energy of the atom's frame (eV/atom)")
     savefig(fig, ctx.path("soap_si_pca.png"))
 
     # Gradient sanity check: autograd forces of a SOAP-sum "energy" match central differences.
@@ -115,7 +119,8 @@ def stage(ctx) -> Section:  # noqa: ANN001 - DemoContext, imported lazily by the
             "si_autograd_vs_fd_rel_error": grad_err,
         },
         images=[
-            ("soap_mnist_pca.png", "Per-pixel SOAP spectra of lifted MNIST digits: PCA map and PC1 on two digits"),
+            ("soap_mnist_pca.png", "Per-pixel SOAP spectra of lifted MNIST digits: PCA map and PC1 on two digits "
+                                   "(scores of the standardised spectra, dimensionless)"),
             ("soap_si_pca.png", "Per-atom SOAP of 10 embedded Si frames (PCA), coloured by energy per atom"),
         ],
     )
