@@ -1,7 +1,7 @@
 """Per-stage profile of pointsym's SOAP ``create`` on the benchmark settings (1 thread).
 
 Both code paths: the compiled forward kernel (default for ``create`` on the CPU with numba) and
-the torch engine (``POINTSYM`` fast path switched off, as used for autograd and CUDA). Stages
+the torch engine (the kernel switched off, as used for autograd and CUDA). Stages
 are read from cProfile (function totals, median over ``--repeats`` calls); "other" is the
 rest of the wall time (Python bookkeeping, array copies, output assembly).
 
@@ -72,8 +72,6 @@ def profile(soap, systems, stages, repeats: int) -> dict[str, float]:
         if "harmonics" in row:  # nested inside coefficients
             key = "radial + contraction + Löwdin (coefficients - harmonics)"
             row[key] -= row["harmonics"]
-        if "padding layout" in row:  # nested inside build? no: separate; keep as is
-            pass
         row["other (Python, copies, output)"] = wall - sum(row.values())
         row["total"] = wall
         rows.append(row)
@@ -84,9 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
+    import soap_vs_dscribe as bench
     import torch
 
-    import soap_vs_dscribe as bench
     from pointsym.descriptors import SOAP, _fast
 
     torch.set_num_threads(1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -11,11 +11,11 @@ if TYPE_CHECKING:  # pragma: no cover
     import ase
     import torch
 
-    ArrayLike = Union[np.ndarray, "torch.Tensor", Sequence[Sequence[float]]]
+    ArrayLike = np.ndarray | torch.Tensor | Sequence[Sequence[float]]
     #: one structure: an ``ase.Atoms`` or an ``(n, 3)`` array of positions in Å
-    AtomsLike = Union["ase.Atoms", np.ndarray, "torch.Tensor"]
+    AtomsLike = ase.Atoms | np.ndarray | torch.Tensor
     #: one structure or a list of them
-    SystemsLike = Union[AtomsLike, Sequence[AtomsLike]]
+    SystemsLike = AtomsLike | Sequence[AtomsLike]
 else:
     ArrayLike = object
     AtomsLike = object

@@ -67,5 +67,7 @@ def data_file(relpath: str, data_dir: str | os.PathLike[str] | None = None, *, w
 def embedded_file(name: str) -> Path:
     path = EMBEDDED_DIR / name
     if not path.is_file():  # pragma: no cover - packaging error
-        raise DataNotFoundError(f"Embedded data file {name!r} is missing from the installed package; reinstall pointsym.")
+        raise DataNotFoundError(
+            f"Embedded data file {name!r} is missing from the installed package; reinstall pointsym."
+        )
     return path

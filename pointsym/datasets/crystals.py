@@ -63,7 +63,9 @@ def resolve_species_map(path: str | os.PathLike[str], raw: np.ndarray, sidx_to_z
     raw = np.asarray(raw, dtype=np.int64)
     if isinstance(sidx_to_z, str):
         if sidx_to_z != "auto":
-            raise ValueError(f"Expected 'sidx_to_z' to be 'auto', None or a sequence of atomic numbers (got {sidx_to_z!r}).")
+            raise ValueError(
+                f"Expected 'sidx_to_z' to be 'auto', None or a sequence of atomic numbers (got {sidx_to_z!r})."
+            )
         attr = _attr_path(path)
         if attr.is_file():
             sidx_to_z = json.loads(attr.read_text())["sidx_to_z"]

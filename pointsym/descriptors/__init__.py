@@ -13,7 +13,8 @@
 from pointsym.descriptors._dask import create_dask
 from pointsym.descriptors._harmonics import solid_harmonics
 from pointsym.descriptors._images import image_to_points, pixel_point_index
-from pointsym.descriptors._radial import gto_alphas, gto_betas, polynomial_orthonormalizer as polynomial_betas
+from pointsym.descriptors._radial import gto_alphas, gto_betas
+from pointsym.descriptors._radial import polynomial_orthonormalizer as polynomial_betas
 from pointsym.descriptors._soap import SOAP
 
 __all__ = [

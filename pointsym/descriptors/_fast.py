@@ -126,19 +126,19 @@ def radial_table(log_c: np.ndarray, a: np.ndarray, M: np.ndarray, cutoff: float,
 if HAVE_NUMBA:
 
     @numba.njit(nogil=True, cache=True, fastmath={"contract"})
-    def _slots_kernel(vec, w, spec, start, self_w, self_spec, c_lo, c_hi, S, L, N, K, table, inv_h, qmm, qa, qb,
-                      ybuf, rbuf):  # pragma: no cover - jit
+    def _slots_kernel(vec, w, spec, start, self_w, self_spec, c_lo, c_hi, S, L, Ks, yoff, roff, table, inv_h, qmm,
+                      qa, qb, ybuf, rbuf):  # pragma: no cover - jit
         """Harmonics and radial values of every pair, written to padded per-(centre, species) slots.
 
-        ``ybuf``: per ``l`` a block ``(G, 2 l + 2, K)`` at offset ``G K l (l + 1)``; ``rbuf``:
-        ``(L + 1, G, K, n_pad)`` (the table's padded lanes); ``G = n_centres * S``. Unused slots
-        are zeroed. The harmonics are evaluated for all pairs of a (centre, species) group at
-        once (loops over pairs innermost, SIMD-vectorised).
+        Block ``(l, s)`` of ``ybuf`` (at ``yoff[l, s]``) is ``(n_centres, 2 l + 2, Ks[s])``, of
+        ``rbuf`` (at ``roff[l, s]``) ``(n_centres, Ks[s], n_pad)`` (the table's padded lanes).
+        Unused slots are zeroed. The harmonics are evaluated for all pairs of a (centre,
+        species) group at once (loops over pairs innermost, SIMD-vectorised).
         """
         n_int = table.shape[0]
         LNP = table.shape[2]
         NP = LNP // (L + 1)
-        G = (start.shape[0] - 1) * S
+        K = max(1, Ks.max())
         Rloc = np.empty((K, LNP), dtype=ybuf.dtype)
         ux = np.empty(K, dtype=ybuf.dtype)
         uy = np.empty(K, dtype=ybuf.dtype)
@@ -153,7 +153,9 @@ if HAVE_NUMBA:
             n_pairs = start[c + 1] - p0
             has_self = self_w[c] != 0.0
             for s in range(S):
-                g = c * S + s
+                Kg = Ks[s]
+                if Kg == 0:
+                    continue
                 cnt = 0
                 if has_self and self_spec[c] == s:  # the centre's own atom, at r = 0
                     ux[0] = 0.0
@@ -200,17 +202,17 @@ if HAVE_NUMBA:
                     cnt += 1
                 # padding slots: zero radial values and harmonics
                 for l in range(L + 1):
-                    o = (l * G + g) * K * NP
-                    dst2 = rbuf[o : o + K * NP].reshape(K, NP)
+                    o = roff[l, s] + c * Kg * NP
+                    dst2 = rbuf[o : o + Kg * NP].reshape(Kg, NP)
                     for k in range(cnt):
                         src = Rloc[k]
                         d = dst2[k]
                         for n in range(NP):
                             d[n] = src[l * NP + n]
-                    rbuf[o + cnt * NP : o + K * NP] = 0.0
-                    base = G * K * l * (l + 1) + g * (2 * l + 2) * K
+                    rbuf[o + cnt * NP : o + Kg * NP] = 0.0
+                    base = yoff[l, s] + c * (2 * l + 2) * Kg
                     for row in range(2 * l + 2):
-                        ybuf[base + row * K + cnt : base + row * K + K] = 0.0
+                        ybuf[base + row * Kg + cnt : base + row * Kg + Kg] = 0.0
                 # (ux + i uy)^m, vectorised over the group's pairs
                 cr[0, :cnt] = 1.0
                 ci[0, :cnt] = 0.0
@@ -224,12 +226,12 @@ if HAVE_NUMBA:
                         b_i[k] = a_r[k] * uy[k] + a_i[k] * ux[k]
                 # Q_lm by the recursion in l; rows m (cos) and l + 1 + m (sin) of degree l; weight folded in
                 for m in range(L + 1):
-                    base = G * K * m * (m + 1) + g * (2 * m + 2) * K
+                    base = yoff[m, s] + c * (2 * m + 2) * Kg
                     qm = qmm[m]
                     c_m = cr[m]
                     s_m = ci[m]
-                    yc = ybuf[base + m * K : base + m * K + K]
-                    ys = ybuf[base + (2 * m + 1) * K : base + (2 * m + 1) * K + K]
+                    yc = ybuf[base + m * Kg : base + m * Kg + Kg]
+                    ys = ybuf[base + (2 * m + 1) * Kg : base + (2 * m + 1) * Kg + Kg]
                     for k in range(cnt):
                         v = qm * wv[k]
                         q1[k] = v
@@ -239,9 +241,9 @@ if HAVE_NUMBA:
                     for l in range(m + 1, L + 1):
                         a = qa[l, m]
                         b = qb[l, m]
-                        base = G * K * l * (l + 1) + g * (2 * l + 2) * K
-                        yc = ybuf[base + m * K : base + m * K + K]
-                        ys = ybuf[base + (l + 1 + m) * K : base + (l + 1 + m) * K + K]
+                        base = yoff[l, s] + c * (2 * l + 2) * Kg
+                        yc = ybuf[base + m * Kg : base + m * Kg + Kg]
+                        ys = ybuf[base + (l + 1 + m) * Kg : base + (l + 1 + m) * Kg + Kg]
                         for k in range(cnt):
                             v = a * uz[k] * q1[k] - b * q2[k]
                             yc[k] = v * c_m[k]
@@ -262,19 +264,31 @@ def _pool(n: int) -> Any:
     return _POOL
 
 
+def slot_offsets(n_centres: int, ks: np.ndarray, l_max: int, n_pad: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Offsets of the ``(l, species)`` blocks in the flat buffers of :func:`pair_slots` and their sizes."""
+    L1, S = l_max + 1, ks.shape[0]
+    ysize = n_centres * (2 * np.arange(L1)[:, None] + 2) * ks[None, :]  # (L + 1, S)
+    rsize = np.broadcast_to(n_centres * ks[None, :] * n_pad, (L1, S))
+    yoff = np.concatenate([[0], np.cumsum(ysize.reshape(-1))[:-1]]).reshape(L1, S).astype(np.int64)
+    roff = np.concatenate([[0], np.cumsum(rsize.reshape(-1))[:-1]]).reshape(L1, S).astype(np.int64)
+    return yoff, roff, int(ysize.sum()), int(rsize.sum())
+
+
 def pair_slots(vec: np.ndarray, w: np.ndarray, spec: np.ndarray, start: np.ndarray, self_w: np.ndarray,
-               self_spec: np.ndarray, n_species: int, l_max: int, n_max: int, K: int, table: np.ndarray,
-               inv_h: float, n_threads: int = 1, work: tuple[np.ndarray, np.ndarray] | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+               self_spec: np.ndarray, l_max: int, ks: np.ndarray, table: np.ndarray, inv_h: float,
+               n_threads: int = 1, work: tuple[np.ndarray, np.ndarray] | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Harmonics and radial values of the pairs of centres ``c`` (pairs ``start[c]:start[c + 1]``).
 
     ``vec`` ``(P, 3)``, ``w`` ``(P,)``, ``spec`` ``(P,)`` int64, ``start`` ``(C + 1,)`` int64 (offsets
     into ``vec``); ``self_w``/``self_spec`` ``(C,)``: weight (0: none) and species of an atom
-    sitting on the centre; ``K``: slots per (centre, species), at least the largest count.
+    sitting on the centre; ``ks`` ``(S,)``: slots per centre for each neighbour species, at
+    least the largest count (own atom included).
 
-    Returns ``ybuf`` (per ``l`` a ``(C S, 2 l + 2, K)`` block of packed harmonics times the
-    weight, at offset ``C S K l (l + 1)``) and ``rbuf`` ``(L + 1, C S, K, n_pad)``
-    (orthonormalised radial values; lanes ``n >= n_max`` are zero), zero in unused slots.
+    Returns ``ybuf``, ``rbuf`` and the block offsets ``yoff``, ``roff`` ``(L + 1, S)`` (see
+    :func:`slot_offsets`): block ``(l, s)`` of ``ybuf`` is ``(C, 2 l + 2, ks[s])`` (packed
+    harmonics times the weight), of ``rbuf`` ``(C, ks[s], n_pad)`` (orthonormalised radial
+    values; lanes ``n >= n_max`` are zero); unused slots are zero.
     ``n_threads > 1`` splits the centres into ranges of equal pair counts run by Python threads
     (the kernel releases the GIL, so no OpenMP pool competes with torch's). ``work``: optional
     preallocated flat buffers to write into.
@@ -282,14 +296,14 @@ def pair_slots(vec: np.ndarray, w: np.ndarray, spec: np.ndarray, start: np.ndarr
     qmm, qa, qb = legendre_recursion(l_max)
     dt = table.dtype
     C = start.shape[0] - 1
-    GK = C * n_species * K
-    ny, nr = GK * (l_max + 1) * (l_max + 2), GK * table.shape[2]
+    ks = np.asarray(ks, dtype=np.int64)
+    yoff, roff, ny, nr = slot_offsets(C, ks, l_max, table.shape[2] // (l_max + 1))
     if work is not None and work[0].shape[0] >= ny and work[1].shape[0] >= nr:
         ybuf, rbuf = work[0][:ny], work[1][:nr]  # reused buffers: no fresh pages to fault in per chunk
     else:
         ybuf, rbuf = np.empty(ny, dtype=dt), np.empty(nr, dtype=dt)
-    args = (n_species, l_max, n_max, K, table, dt.type(inv_h), qmm.astype(dt), qa.astype(dt), qb.astype(dt),
-            ybuf, rbuf)
+    args = (ks.shape[0], l_max, ks, yoff, roff, table, dt.type(inv_h), qmm.astype(dt), qa.astype(dt),
+            qb.astype(dt), ybuf, rbuf)
     self_w = self_w.astype(dt, copy=False)
     if n_threads <= 1 or 2 * n_threads > C:
         _slots_kernel(vec, w, spec, start, self_w, self_spec, 0, C, *args)
@@ -300,4 +314,4 @@ def pair_slots(vec: np.ndarray, w: np.ndarray, spec: np.ndarray, start: np.ndarr
                    for c0, c1 in zip(bounds[:-1], bounds[1:], strict=True)]
         for f in futures:
             f.result()
-    return ybuf, rbuf
+    return ybuf, rbuf, yoff, roff

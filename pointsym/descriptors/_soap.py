@@ -40,9 +40,9 @@ _MAX_SLOTS = 8192
 _MAX_GROUP_CENTRES = 4096
 # The compiled path (:mod:`pointsym.descriptors._fast`) keeps no per-slot intermediates, so its
 # memory is the pair list of a group: smaller groups keep the peak near DScribe's.
-_MAX_GROUP_CENTRES_FAST = 1024
+_MAX_GROUP_CENTRES_FAST = 512
 # Padded (centre, species, neighbour) slots of one compiled-kernel chunk (~1.7 kB each at l_max 10).
-_FAST_SLOTS = 8192
+_FAST_SLOTS = 4096
 
 
 @contextlib.contextmanager
@@ -641,46 +641,54 @@ class SOAP:
         vec, w = vec.astype(np_dtype, copy=False), w.astype(np_dtype, copy=False)
         table, inv_h = plan.fast_table()
         table = table.astype(np_dtype, copy=False)
-        # slots per (centre, species): the largest neighbour count of a centre, own atom included
+        # neighbours per (centre, species), the centre's own atom included
         pair_c = np.repeat(np.arange(C), np.diff(start))
         counts = np.bincount(pair_c * S + pair_spec, minlength=C * S).reshape(C, S)
         counts[np.arange(C), self_spec] += self_w != 0
-        k_c = np.maximum(counts.max(axis=1), 1)
         average = self.average
         acc = torch.zeros(B * S, L + 1, 2 * L + 2, N, dtype=dtype) if average == "inner" else None
         out = torch.zeros(B, plan.n_features, dtype=dtype) if average == "outer" else torch.empty(
             C, plan.n_features, dtype=dtype)
         sys_t = torch.as_tensor(csys)
-        k_max = int(k_c.max()) if C else 0
-        n_slots = max(min(_FAST_SLOTS, C * S * k_max), S * k_max)  # the largest chunk
+        # Chunks of consecutive centres whose padded slots (centres x sum over species of the
+        # chunk's largest count of that species) fit the budget; one centre at least.
         chunks = []
+        n_slots = 0
         c0 = 0
         while c0 < C:
-            # consecutive centres while (centres x S x largest count) fits the slot budget
-            k_run = np.maximum.accumulate(k_c[c0 : c0 + _FAST_SLOTS])
-            cost = np.arange(1, k_run.shape[0] + 1) * S * k_run
+            k_run = np.maximum.accumulate(counts[c0 : c0 + _FAST_SLOTS], axis=0)
+            cost = np.arange(1, k_run.shape[0] + 1) * k_run.sum(axis=1)
             c1 = c0 + max(1, int(np.searchsorted(cost, _FAST_SLOTS, side="right")))
-            chunks.append((c0, c1, int(k_run[c1 - c0 - 1])))
+            chunks.append((c0, c1, k_run[c1 - c0 - 1]))
+            n_slots = max(n_slots, int(cost[c1 - c0 - 1]))
             c0 = c1
+        n_pad = table.shape[2] // (L + 1)
         local = threading.local()
 
-        def run(chunk: tuple[int, int, int]) -> tuple[int, int, torch.Tensor]:
+        def run(chunk: tuple[int, int, np.ndarray]) -> tuple[int, int, torch.Tensor]:
             """Coefficients (average="inner") or features of one chunk of centres."""
-            c0, c1, K = chunk
-            G = (c1 - c0) * S
+            c0, c1, ks = chunk
+            nc = c1 - c0
             if getattr(local, "work", None) is None:  # per-thread buffers, reused: no page faults per chunk
                 local.work = (np.empty(n_slots * (L + 1) * (L + 2), np_dtype),
                               np.empty(n_slots * table.shape[2], np_dtype))
-            ybuf, rbuf = _fast.pair_slots(vec, w, pair_spec, start[c0 : c1 + 1], self_w[c0:c1], self_spec[c0:c1],
-                                          S, L, N, K, table, inv_h, 1, local.work)
-            Y, Rt = torch.from_numpy(ybuf), torch.from_numpy(rbuf).view(L + 1, G, K, -1)
-            X = torch.zeros(G, L + 1, 2 * L + 2, Rt.shape[-1], dtype=dtype)
+            ybuf, rbuf, yoff, roff = _fast.pair_slots(vec, w, pair_spec, start[c0 : c1 + 1], self_w[c0:c1],
+                                                      self_spec[c0:c1], L, ks, table, inv_h, 1, local.work)
+            Y, R = torch.from_numpy(ybuf), torch.from_numpy(rbuf)
+            X = torch.zeros(nc, S, L + 1, 2 * L + 2, n_pad, dtype=dtype)
             for l in range(L + 1):
-                Yl = Y[G * K * l * (l + 1) : G * K * (l + 1) * (l + 2)].view(G, 2 * l + 2, K)
-                X[:, l, : 2 * l + 2] = torch.bmm(Yl, Rt[l])
-            if X.shape[-1] != N:
+                for sp in range(S):
+                    k = int(ks[sp])
+                    if k == 0:
+                        continue
+                    y0, r0 = int(yoff[l, sp]), int(roff[l, sp])
+                    Yl = Y[y0 : y0 + nc * (2 * l + 2) * k].view(nc, 2 * l + 2, k)
+                    Rl = R[r0 : r0 + nc * k * n_pad].view(nc, k, n_pad)
+                    X[:, sp, l, : 2 * l + 2] = torch.bmm(Yl, Rl)
+            X = X.view(nc * S, L + 1, 2 * L + 2, n_pad)
+            if n_pad != N:
                 X = X[..., :N].contiguous()
-            return c0, c1, X if average == "inner" else plan.power_spectrum(X, c1 - c0, consts)
+            return c0, c1, X if average == "inner" else plan.power_spectrum(X, nc, consts)
 
         threads_before = torch.get_num_threads()
         threads = min(threads_before, len(chunks))
@@ -726,18 +734,35 @@ class SOAP:
         counts = []
         for s, c in zip(systems, centres):
             counts.append(s.numbers.shape[0] if c is None else (len(c) if hasattr(c, "__len__") else 1))
-        parts: list[torch.Tensor] = []
+        fast = self._fast_path(systems)
+        limit = _MAX_GROUP_CENTRES_FAST if fast else _MAX_GROUP_CENTRES
+        groups = []
         start = 0
-        limit = _MAX_GROUP_CENTRES_FAST if self._fast_path(systems) else _MAX_GROUP_CENTRES
         while start < len(systems):
             stop, total = start, 0
             while stop < len(systems) and (stop == start or total + counts[stop] <= limit):
                 total += counts[stop]
                 stop += 1
-            feats, batch = self._evaluate(systems[start:stop], centres[start:stop], dtype, allow_empty=allow_empty)
-            parts.extend(self._split(feats, batch))
+            groups.append((start, stop))
             start = stop
-        return parts
+
+        def run(group: tuple[int, int]) -> list[torch.Tensor]:
+            feats, batch = self._evaluate(systems[group[0] : group[1]], centres[group[0] : group[1]], dtype,
+                                          allow_empty=allow_empty)
+            return self._split(feats, batch)
+
+        threads = torch.get_num_threads()
+        if fast and threads > 1 and len(groups) > 1:
+            # Compiled path with several groups: one group per Python thread, single-threaded torch
+            # inside (the neighbour search, the kernel and the large torch calls release the GIL).
+            torch.set_num_threads(1)
+            try:
+                results = list(_fast._pool(threads).map(run, groups))
+            finally:
+                torch.set_num_threads(threads)
+        else:
+            results = [run(g) for g in groups]
+        return [p for r in results for p in r]
 
     @staticmethod
     def _padded_chunk(G: int, K: int, flat: torch.Tensor, vec: torch.Tensor, r2: torch.Tensor,
@@ -813,7 +838,9 @@ class SOAP:
         try:
             import sparse
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError("sparse=True needs the 'sparse' package: pip install sparse (or pointsym[sparse]).") from exc
+            raise ImportError(
+                "sparse=True needs the 'sparse' package: pip install sparse (or pointsym[sparse])."
+            ) from exc
         return sparse.COO.from_numpy(arr)
 
     def create_dask(self, systems: Any, centers: Any = None, *, chunk_size: int = 100, **create_kwargs: Any) -> Any:
@@ -906,7 +933,9 @@ class SOAP:
             cells = torch.as_tensor(to_numpy("cell", cell, dtype=np.float64))
         if cells is not None and cells.dim() == 2:
             cells = cells.expand(B, 3, 3)
-        pbcs = None if pbc is None else np.broadcast_to(np.asarray(pbc, dtype=bool).reshape(-1, 3 if np.size(pbc) > 1 else 1), (B, 3))
+        pbcs = None
+        if pbc is not None:
+            pbcs = np.broadcast_to(np.asarray(pbc, dtype=bool).reshape(-1, 3 if np.size(pbc) > 1 else 1), (B, 3))
         systems_in = []
         for b in range(B):
             d = {"positions": pos[bounds[b] : bounds[b + 1]], "numbers": nums[bounds[b] : bounds[b + 1]]}

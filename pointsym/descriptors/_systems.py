@@ -83,9 +83,7 @@ def is_single_system(x: Any) -> bool:
         return True
     if _is_array(x):
         return len(tuple(x.shape)) == 2
-    if isinstance(x, tuple) and len(x) in (2, 3, 4) and _is_array(x[0]) and len(tuple(x[0].shape)) == 2:
-        return True
-    return False
+    return bool(isinstance(x, tuple) and len(x) in (2, 3, 4) and _is_array(x[0]) and len(tuple(x[0].shape)) == 2)
 
 
 def integer_numbers(name: str, value: Any) -> np.ndarray:

@@ -9,11 +9,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from pointsym.core import check_int, check_positive, renamed_kwargs, warn_deprecated
+from pointsym.core import check_choice, check_int, check_positive, renamed_kwargs, warn_deprecated
 from pointsym.fields._data import CrystalSet
 from pointsym.fields._field import batched_nearest_atoms
 
-__all__ = ["CrystalBatch", "NeSFLoss", "QuerySampler", "collate_crystals", "crystal_dataset", "grid_points"]
+__all__ = ["PRECISIONS", "CrystalBatch", "NeSFLoss", "QuerySampler", "collate_crystals", "crystal_dataset", "grid_points"]
+
+#: Training precisions of :class:`NeSFLoss`.
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -222,12 +225,19 @@ class NeSFLoss:
     queries come from a generator seeded with the structures' indices, so validation losses
     are reproducible and comparable between epochs; ``eval_subsample`` keeps the sampler's
     subsampling in evaluation too (default True: cheap validation; False: full reference sampling).
+
+    ``precision="bf16"`` runs the network's forward pass under ``torch.autocast`` with
+    bfloat16 (the parameters, and hence the optimizer, stay float32; the decoders keep the
+    query terms in float32, see :class:`PositionFieldDecoder`); the targets and the loss are
+    float32. ``"fp32"`` (default) is plain float32.
     """
 
     def __init__(self, sampler: QuerySampler, *, position_weight: float = 10.0, species_weight: float = 0.1,
-                 lengths_weight: float = 1.0, angles_weight: float = 1.0, eval_subsample: bool = True) -> None:
+                 lengths_weight: float = 1.0, angles_weight: float = 1.0, eval_subsample: bool = True,
+                 precision: str = "fp32") -> None:
         self.sampler = sampler
         self.eval_subsample = bool(eval_subsample)
+        self.precision = check_choice("precision", precision, PRECISIONS)
         self.weights = {
             "position": check_positive("position_weight", position_weight, allow_zero=True),
             "species": check_positive("species_weight", species_weight, allow_zero=True),
@@ -236,7 +246,7 @@ class NeSFLoss:
         }
 
     def __repr__(self) -> str:
-        return f"NeSFLoss(weights={self.weights}, sampler={self.sampler!r})"
+        return f"NeSFLoss(weights={self.weights}, precision={self.precision!r}, sampler={self.sampler!r})"
 
     def __call__(self, model: torch.nn.Module, batch: CrystalBatch) -> tuple[torch.Tensor, dict[str, float]]:
         net = getattr(model, "module", model)  # unwrap DistributedDataParallel
@@ -252,10 +262,13 @@ class NeSFLoss:
             near_s = batched_nearest_atoms(batch.positions, batch.batch, q["species_queries"], q["species_batch"], b)
         target_v = batch.positions[near_p] - q["position_queries"]
         target_s = batch.species_index[near_s]
-        z = net.encode(batch.positions, batch.species_index, batch.batch, batch.lengths, batch.angles)
-        pred_v = net.position_field(z, q["position_queries"], q["position_batch"])
-        logits = net.species_logits(z, q["species_queries"], q["species_batch"])
-        pred_len, pred_ang = net.lattice(z)
+        # every structure is encoded once per step; its latent serves all of its queries
+        with torch.autocast(batch.positions.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            z = net.encode(batch.positions, batch.species_index, batch.batch, batch.lengths, batch.angles)
+            pred_v = net.position_field(z, q["position_queries"], q["position_batch"])
+            logits = net.species_logits(z, q["species_queries"], q["species_batch"])
+            pred_len, pred_ang = net.lattice(z)
+        pred_v, logits, pred_len, pred_ang = (t.float() for t in (pred_v, logits, pred_len, pred_ang))
         pos_mse = torch.nn.functional.mse_loss(pred_v, target_v)
         ce = torch.nn.functional.cross_entropy(logits, target_s)
         len_mse = torch.nn.functional.mse_loss(pred_len, batch.lengths)

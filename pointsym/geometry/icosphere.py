@@ -15,7 +15,7 @@ edges and faces) of every level.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -113,7 +113,7 @@ def _subdivide(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.
     return np.concatenate([vertices, mids]), new_faces
 
 
-@lru_cache(maxsize=None)
+@cache
 def _build(level: int) -> Icosphere:
     if level == 0:
         verts, faces = icosahedron()
@@ -235,7 +235,7 @@ def _cell_geometry(m: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(centres), np.concatenate(radii)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _candidate_table(level: int, k: int) -> tuple[int, np.ndarray]:
     """(M, candidates ``(6 M^2, C)`` with ``-1`` padding) for the k-nearest look-up."""
     verts = icosphere(level).vertices

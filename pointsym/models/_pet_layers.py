@@ -31,7 +31,9 @@ def cosine_cutoff(r: torch.Tensor, r_cut: float, delta: float) -> torch.Tensor:
     return 0.5 + 0.5 * torch.cos(math.pi * x)
 
 
-def neighbor_layout(i: np.ndarray, j: np.ndarray, shifts: np.ndarray, n_atoms: int) -> tuple[np.ndarray, np.ndarray, int]:
+def neighbor_layout(
+    i: np.ndarray, j: np.ndarray, shifts: np.ndarray, n_atoms: int
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Slot of every edge in its centre's padded row and the index of its reverse edge.
 
     Args:

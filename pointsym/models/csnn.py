@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from pointsym.core import CheckpointMixin, check_choice, check_int, check_positive
-from pointsym.nn import CoRadialLayer, ConcentricGridMapping, GlobalPool, IcoPool, IntraSphereLayer
+from pointsym.nn import ConcentricGridMapping, CoRadialLayer, GlobalPool, IcoPool, IntraSphereLayer
 
 __all__ = ["CSNNClassifier"]
 

@@ -190,6 +190,38 @@ class PET(CheckpointMixin, nn.Module):
                              "that includes them or remove those atoms.")
         return idx
 
+    # ------------------------------------------------------------------ locality (per-environment ECSE)
+    @property
+    def is_local(self) -> bool:
+        """True for one message-passing block: an atom's energy then depends only on the
+        atoms within ``r_cut`` of it, so ``ECSE(model, r_cut, mode="atom")`` may symmetrize
+        each atomic environment on its own (see :mod:`pointsym.symmetrize`)."""
+        return self.n_gnn_layers == 1
+
+    def atomic_outputs_local(self, center_numbers: torch.Tensor, edge_vectors: torch.Tensor,
+                             edge_numbers: torch.Tensor, edge_center: torch.Tensor) -> torch.Tensor:
+        """Atomic energies ``(M,)`` (eV) of ``M`` isolated environments (the locality protocol).
+
+        Environment ``m`` is a centre of atomic number ``center_numbers[m]`` and the edges
+        ``e`` with ``edge_center[e] == m`` (sorted): vectors ``edge_vectors[e]`` (Å) from the
+        centre to neighbours of atomic number ``edge_numbers[e]``. Edges longer than ``r_cut``
+        contribute nothing. For the atoms of a structure and its neighbour list this is exactly
+        :meth:`atomic_energies`. Only defined for ``n_gnn_layers == 1`` (:attr:`is_local`).
+        """
+        if not self.is_local:
+            raise ValueError(f"PET.atomic_outputs_local needs n_gnn_layers == 1 (got {self.n_gnn_layers}): with "
+                             "message passing an atom's energy depends on more than its own environment.")
+        idx = self._species_to_index(center_numbers)
+        n_env, n_edges = center_numbers.shape[0], edge_center.shape[0]
+        counts = torch.bincount(edge_center, minlength=n_env)
+        slot = torch.arange(n_edges, device=edge_center.device) - (torch.cumsum(counts, 0) - counts)[edge_center]
+        max_nb = int(counts.max()) if n_env else 0
+        lengths = torch.sqrt((edge_vectors ** 2).sum(dim=1) + 1e-15)
+        fc = cosine_cutoff(lengths, self.r_cut, self.cutoff_delta)
+        messages = self.neighbor_embedding(self._species_to_index(edge_numbers))
+        atom, _ = self.blocks[0](edge_vectors, lengths, messages, idx, fc, edge_center, slot, max_nb)
+        return atom[:, 0] * self.energy_scale + self.self_energies[idx]
+
     # ------------------------------------------------------------------ forward
     @renamed_kwargs(species="numbers")
     def atomic_energies(

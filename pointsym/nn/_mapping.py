@@ -13,7 +13,7 @@ vertex axis of the grid (up to round-off).
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,7 @@ __all__ = [
 _ORIGIN_EPS = 1e-9
 
 
-@lru_cache(maxsize=None)
+@cache
 def _gammas(level: int, n_shells: int, threshold: float) -> tuple[float, ...]:
     face = icosphere(level).vertices[icosphere(level).faces[0]]  # (3, 3) unit vectors
     out = []
@@ -112,7 +112,10 @@ def _as_mask(mask: Any, shape: tuple[int, int], device: Any) -> torch.Tensor | N
 
 def _normalise(points: torch.Tensor, mask: torch.Tensor | None, center: bool, name: str) -> torch.Tensor:
     """Centre (optionally) and scale each cloud to unit max norm over its valid points."""
-    w = torch.ones(points.shape[:2], dtype=points.dtype, device=points.device) if mask is None else mask.to(points.dtype)
+    if mask is None:
+        w = torch.ones(points.shape[:2], dtype=points.dtype, device=points.device)
+    else:
+        w = mask.to(points.dtype)
     count = w.sum(1)
     if bool((count == 0).any()):
         b = int(torch.nonzero(count == 0)[0])

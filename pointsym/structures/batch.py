@@ -105,7 +105,7 @@ class StructureBatch:
         """``(S,)`` number of atoms per structure."""
         return torch.bincount(self.batch, minlength=self.n_structures)
 
-    def inputs(self) -> dict[str, torch.Tensor]:
+    def inputs(self) -> dict[str, Any]:
         """Keyword arguments of a structure model."""
         return {"positions": self.positions, "numbers": self.numbers, "cell": self.cell, "pbc": self.pbc,
                 "batch": self.batch}
@@ -113,7 +113,7 @@ class StructureBatch:
     def to(self, device: Any = None, dtype: torch.dtype | None = None) -> StructureBatch:
         """Copy with float tensors moved/cast (integer and bool tensors only moved)."""
 
-        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+        def move(t: Any) -> Any:
             if t is None:
                 return None
             if t.is_floating_point() and dtype is not None:
@@ -296,7 +296,8 @@ def _validate_structure_inputs(
     """The full checks of :func:`check_structure_inputs`."""
     if not isinstance(positions, torch.Tensor) or not positions.is_floating_point():
         raise TypeError("Expected 'positions' to be a floating-point torch.Tensor of shape (n_atoms, 3) "
-                        f"(got {type(positions).__name__}{'' if not isinstance(positions, torch.Tensor) else ' ' + str(positions.dtype)}).")
+                        f"(got {type(positions).__name__}"
+                        f"{'' if not isinstance(positions, torch.Tensor) else ' ' + str(positions.dtype)}).")
     if positions.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"Expected 'positions' in float32 or float64 (got {positions.dtype}); half precision is "
                         "too coarse for atomic coordinates: cast with positions.float() or .double().")

@@ -26,6 +26,7 @@ from pointsym.core import (
 from pointsym.core.checkpoints import build_spec, load_state_into, model_payload, model_spec
 from pointsym.symmetrize._fallback import principal_axis
 from pointsym.symmetrize._frames import ECSEConfig, FrameSet, compute_frames
+from pointsym.symmetrize._local import check_local_model, local_forward
 from pointsym.structures import (
     MIN_DISTANCE,
     autograd_energy_forces,
@@ -170,8 +171,19 @@ class ECSE(CheckpointMixin, nn.Module):
         reflections: include mirrored frames for O(3) equivariance (default: True).
         batched: the model accepts the batched convention (default: True).
         chunk_atoms: at most this many atoms per model call (default: 4096).
-        max_frames: raise ``ValueError`` if a structure keeps more frames than this after
-            pruning (``None``: no limit; there is never silent truncation).
+        max_frames: raise ``ValueError`` if a structure (an atom with ``mode="atom"``) keeps
+            more frames than this after pruning (``None``: no limit; never silent truncation).
+        mode: ``"union"`` (default; the frame ensemble of a structure is the union over its
+            atoms and the whole structure is evaluated in every frame: right for any model,
+            message passing included) or ``"atom"`` (per-environment ECSE for strictly local
+            models: each atom's outputs are symmetrized with the frames of its own
+            environment, pruned and with a collinear fallback per atom, and structure outputs
+            are sums of atomic ones; about ``2 x frames per atom`` environment evaluations
+            per atom instead of ``2 x frames per structure`` structure evaluations). ``"atom"``
+            needs a model implementing the locality protocol of
+            :mod:`pointsym.symmetrize._local` (``atomic_outputs_local`` and ``r_cut``; e.g.
+            :class:`~pointsym.models.PET` with ``n_gnn_layers=1``, :class:`NeighborMLP`),
+            else ``ValueError``. The two modes are different (both exact) symmetrizations.
         r_cut_outer_max, beta, beta_weights, delta_r, omega, delta_omega, aux_threshold,
             aux_threshold_delta, prune_threshold, prune_threshold_delta, n_prunings,
             prune_turn_on, prune_turn_on_delta, eps, min_distance: see :class:`ECSEConfig`.
@@ -218,6 +230,7 @@ class ECSE(CheckpointMixin, nn.Module):
         batched: bool = True,
         chunk_atoms: int = 4096,
         max_frames: int | None = None,
+        mode: str = "union",
         r_cut_outer_max: float = 10.0,
         beta: float = 5.0,
         beta_weights: float = 1.0,
@@ -248,6 +261,11 @@ class ECSE(CheckpointMixin, nn.Module):
         self.batched = bool(batched)
         self.chunk_atoms = check_int("chunk_atoms", chunk_atoms, minimum=1)
         self.max_frames = None if max_frames is None else check_int("max_frames", max_frames, minimum=1)
+        self.mode = check_choice("mode", mode, ("union", "atom"))
+        if self.mode == "atom":
+            check_local_model(model)
+            if aux_model is not None and not isinstance(aux_model, str):
+                check_local_model(aux_model, "aux_model")
         for name, value in {"beta": beta, "beta_weights": beta_weights, "delta_r": delta_r,
                             "delta_omega": delta_omega, "aux_threshold_delta": aux_threshold_delta,
                             "prune_threshold_delta": prune_threshold_delta,
@@ -270,7 +288,8 @@ class ECSE(CheckpointMixin, nn.Module):
     def extra_repr(self) -> str:
         kinds = self.outputs[None] if None in self.outputs else self.outputs
         aux = self.aux_model if isinstance(self.aux_model, str) or self.aux_model is None else type(self.aux_model).__name__
-        return (f"r_out={self.config.r_out}, outputs={kinds}, reflections={self.reflections}, aux_model={aux}, "
+        return (f"mode={self.mode}, r_out={self.config.r_out}, outputs={kinds}, reflections={self.reflections}, "
+                f"aux_model={aux}, "
                 f"group={'O(3)' if self.reflections else 'SO(3)'}")
 
     # ------------------------------------------------------------------ checkpoints
@@ -288,7 +307,7 @@ class ECSE(CheckpointMixin, nn.Module):
         if self.aux_model is None or isinstance(self.aux_model, str):
             out["aux_model"] = self.aux_model
         out.update(reflections=self.reflections, batched=self.batched, chunk_atoms=self.chunk_atoms,
-                   max_frames=self.max_frames, **cfg)
+                   max_frames=self.max_frames, mode=self.mode, **cfg)
         return out
 
     def _checkpoint_payload(self, meta: dict[str, Any] | None) -> dict[str, Any]:
@@ -324,10 +343,12 @@ class ECSE(CheckpointMixin, nn.Module):
         pbc: Any = None,
         batch: torch.Tensor | None = None,
     ) -> FrameSet:
-        """The frame ensemble (rotations, weights, ``w_aux``) of a batch; see :class:`FrameSet`."""
+        """The frame ensemble (rotations, weights, ``w_aux``) of a batch; see :class:`FrameSet`
+        (per atom with ``mode="atom"``)."""
         positions, numbers, cell, pbc, batch = check_structure_inputs(positions, numbers, cell, pbc, batch)
         self._check_dtype(positions)
-        return compute_frames(positions, cell, pbc, batch, self.config)
+        return compute_frames(positions, cell, pbc, batch, self.config,
+                              group="atom" if self.mode == "atom" else "structure")
 
     # ------------------------------------------------------------------ model calls
     def _check_dtype(self, positions: torch.Tensor) -> None:
@@ -574,6 +595,9 @@ class ECSE(CheckpointMixin, nn.Module):
         """
         positions, numbers, cell, pbc, batch = check_structure_inputs(positions, numbers, cell, pbc, batch)
         self._check_dtype(positions)
+        if self.mode == "atom":
+            local = local_forward(self, positions, numbers, cell, pbc, batch)
+            return local[None] if None in self.outputs else local
         n_struct, n_atoms = cell.shape[0], positions.shape[0]
         _, mats, struct, wnorm, aux_w, which = self._prepare(positions, cell, pbc, batch)
         result: dict[str | None, torch.Tensor | None] = {k: None for k in self.outputs}
@@ -626,7 +650,8 @@ class ECSE(CheckpointMixin, nn.Module):
         if key not in self.outputs or self.outputs[key] != "scalar":
             raise ValueError(f"energy_and_forces needs a 'scalar' output named {energy_key!r} (declared outputs: "
                              f"{self.outputs}).")
-        if create_graph or not (forces or stress):
+        if create_graph or not (forces or stress) or self.mode == "atom":
+            # mode="atom": environments are small, one backward pass through the whole graph.
             return autograd_energy_forces(self._energy_only(key), positions, numbers, cell, pbc, batch,
                                           forces=forces, stress=stress, create_graph=create_graph)
         positions, numbers, cell, pbc, batch = check_structure_inputs(positions, numbers, cell, pbc, batch)

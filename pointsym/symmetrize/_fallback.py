@@ -44,7 +44,7 @@ class _TopEigenvector(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
         lam, vecs = ctx.saved_tensors
         top = vecs[..., :, 2]
-        gaps = lam[..., 2:3] - lam[..., :2]
+        gaps = (lam[..., 2:3] - lam[..., :2]).clamp_min(torch.finfo(lam.dtype).tiny)  # no 0/0 (no neighbours)
         coef = (vecs[..., :, :2].transpose(-1, -2) @ grad[..., None])[..., 0] / gaps
         de_dir = (vecs[..., :, :2] @ coef[..., None])[..., 0]
         g = de_dir[..., :, None] * top[..., None, :]

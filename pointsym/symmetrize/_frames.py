@@ -11,7 +11,9 @@ Implements ``ecse_pet.md`` B.2-B.7 for a batch of structures. For every atom ``i
 3. the frames of all atoms of a structure form its ensemble (``B.9``: the whole structure is
    evaluated in each frame); weights below ``~0.9`` times their smooth maximum are smoothly
    pruned, and an auxiliary weight ``w_aux`` switches on when every frame is ill-defined
-   (collinear neighbourhoods).
+   (collinear neighbourhoods). With ``group="atom"`` (per-environment ECSE of local models)
+   each atom's frames form its own ensemble instead: the smooth maximum, the pruning and
+   ``w_aux`` are computed per centre atom.
 
 Every weight is a smooth, rotation-invariant function of the positions; frames rotate with
 the input. Nothing here is detached except integer bookkeeping and exact-zero filtering.
@@ -100,6 +102,8 @@ class FrameSet:
         w_max: ``(S,)`` smooth maximum of the frame weights before pruning.
         r_in: ``(N,)`` adaptive inner cutoff of each atom, Å.
         n_candidates: ``(S,)`` number of frames with non-zero weight before pruning.
+        group: ``"structure"`` (default) or ``"atom"``; with ``"atom"`` the ensembles are
+            per centre atom and ``w_aux``, ``w_max`` and ``n_candidates`` are ``(N,)``.
     """
 
     rotations: torch.Tensor
@@ -111,11 +115,13 @@ class FrameSet:
     r_in: torch.Tensor
     n_candidates: torch.Tensor
     extra: dict = field(default_factory=dict)
+    group: str = "structure"
 
     @property
     def n_frames(self) -> torch.Tensor:
-        """``(S,)`` frames kept per structure."""
-        return torch.bincount(self.structure, minlength=self.w_aux.shape[0])
+        """Frames kept per ensemble: ``(S,)`` per structure, or ``(N,)`` per atom with ``group="atom"``."""
+        index = self.center if self.group == "atom" else self.structure
+        return torch.bincount(index, minlength=self.w_aux.shape[0])
 
 
 def _pairs_same_center(center: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -153,6 +159,9 @@ def compute_frames(
     pbc: torch.Tensor,
     batch: torch.Tensor,
     config: ECSEConfig,
+    *,
+    group: str = "structure",
+    neighbors: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> FrameSet:
     """Frames and weights of every structure (differentiable w.r.t. positions and cell).
 
@@ -160,6 +169,12 @@ def compute_frames(
         positions, cell, pbc, batch: canonical structure inputs (see
             :func:`pointsym.structures.check_structure_inputs`).
         config: an :class:`ECSEConfig`.
+        group: ``"structure"`` (default: one ensemble per structure, the union over its
+            atoms) or ``"atom"`` (one ensemble per centre atom: smooth maximum, pruning and
+            ``w_aux`` per atom, for per-environment ECSE).
+        neighbors: optional precomputed ``(i, vectors)`` of a neighbour list sorted by centre
+            whose cutoff is at least ``config.search_cutoff`` (saves a second pair search when
+            the caller needs a neighbour list anyway); pairs beyond the search cutoff are dropped.
 
     Returns:
         A :class:`FrameSet`.
@@ -167,8 +182,13 @@ def compute_frames(
     cfg = config
     n_atoms, n_struct = positions.shape[0], cell.shape[0]
     dev, dt = positions.device, positions.dtype
-    i, _, _, vec = batched_neighbor_list(positions, cell, pbc, batch, r_cut=cfg.search_cutoff,
-                                         min_distance=cfg.min_distance)
+    if neighbors is None:
+        i, _, _, vec = batched_neighbor_list(positions, cell, pbc, batch, r_cut=cfg.search_cutoff,
+                                             min_distance=cfg.min_distance)
+    else:
+        i, vec = neighbors
+        near = (vec.detach() ** 2).sum(-1) < cfg.search_cutoff ** 2
+        i, vec = i[near], vec[near]
     r = torch.sqrt((vec ** 2).sum(-1) + torch.finfo(dt).tiny)
     unit = vec / r[:, None]
     i_np, r_np = i.cpu().numpy(), r.detach().cpu().numpy()
@@ -203,23 +223,29 @@ def compute_frames(
     a, b, w = a[keep], b[keep], w[keep]
     center = i[a]
     struct = batch[center]
-    n_candidates = torch.bincount(struct, minlength=n_struct)
+    if group not in ("structure", "atom"):
+        raise ValueError(f"Expected 'group' to be 'structure' or 'atom' (got {group!r}).")
+    per_atom = group == "atom"
+    n_seg = n_atoms if per_atom else n_struct
+    seg = center if per_atom else struct
+    n_candidates = torch.bincount(seg, minlength=n_seg)
 
-    # --- auxiliary weight and pruning (B.6, B.7).
-    w_max, _ = segment_smooth_max(w, w, struct, n_struct, cfg.beta_weights)
+    # --- auxiliary weight and pruning (B.6, B.7), per structure or per centre atom.
+    w_max, _ = segment_smooth_max(w, w, seg, n_seg, cfg.beta_weights)
     w_aux = cutoff_switch(w_max, cfg.aux_threshold, cfg.aux_threshold_delta)
     prune_off = cutoff_switch(w_max, cfg.prune_turn_on, cfg.prune_turn_on_delta)
     for _ in range(cfg.n_prunings):
         if w.numel() == 0:
             break
-        wm, _ = segment_smooth_max(w, w, struct, n_struct, cfg.beta_weights)
-        wm_k = wm[struct]
+        wm, _ = segment_smooth_max(w, w, seg, n_seg, cfg.beta_weights)
+        wm_k = wm[seg]
         g = switch_on(w, cfg.prune_threshold * wm_k, torch.clamp(cfg.prune_threshold_delta * wm_k,
                                                                  min=torch.finfo(dt).tiny))
-        po = prune_off[struct]
+        po = prune_off[seg]
         w = w * (g * (1.0 - po) + po)
         keep = w > cfg.eps
         a, b, w, center, struct = a[keep], b[keep], w[keep], center[keep], struct[keep]
+        seg = center if per_atom else struct
 
     # --- the frames themselves (B.2), only for surviving pairs (no 0/0 for collinear ones).
     e1 = unit[a]
@@ -228,4 +254,4 @@ def compute_frames(
     e3 = torch.linalg.cross(e1, e2, dim=-1)
     rotations = torch.stack([e1, e2, e3], dim=-1)
     return FrameSet(rotations=rotations, weights=w, structure=struct, center=center, w_aux=w_aux, w_max=w_max,
-                    r_in=r_in, n_candidates=n_candidates)
+                    r_in=r_in, n_candidates=n_candidates, group=group)

@@ -96,6 +96,31 @@ class NeighborMLP(CheckpointMixin, nn.Module):
     def extra_repr(self) -> str:
         return f"r_cut={self.r_cut}, hidden={self.hidden}, n_features={self.n_features} (not rotation-equivariant)"
 
+    #: Locality protocol (see :mod:`pointsym.symmetrize`): outputs of an atom depend only on
+    #: the atoms within ``r_cut``, so ``ECSE(model, r_cut, mode="atom")`` is allowed.
+    is_local = True
+
+    def atomic_outputs_local(self, center_numbers: torch.Tensor, edge_vectors: torch.Tensor,
+                             edge_numbers: torch.Tensor, edge_center: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-environment outputs of ``M`` isolated environments (the locality protocol).
+
+        Environment ``m``: centre ``center_numbers[m]``, edges ``e`` with ``edge_center[e] == m``
+        (vectors ``edge_vectors[e]`` from the centre, neighbour numbers ``edge_numbers[e]``).
+        Returns one row per environment for every key of :attr:`OUTPUTS`: the atom's own
+        outputs, and its contributions to the structure outputs (``energy``, ``vector``).
+        """
+        r = torch.sqrt((edge_vectors ** 2).sum(1) + 1e-15)
+        x = torch.clamp((r - (self.r_cut - self.cutoff_delta)) / self.cutoff_delta, 0.0, 1.0)
+        fc = 0.5 + 0.5 * torch.cos(torch.pi * x)
+        inp = torch.cat([edge_vectors, self.embedding(center_numbers[edge_center]), self.embedding(edge_numbers)],
+                        dim=1)
+        n = center_numbers.shape[0]
+        h = edge_vectors.new_zeros(n, self.n_features).index_add(0, edge_center, fc[:, None] * self.phi(inp))
+        atom_energy = self.rho(h)[:, 0] * self.energy_scale + self.self_energies[center_numbers]
+        atom_vector = edge_vectors.new_zeros(n, 3).index_add(0, edge_center,
+                                                             (fc * self.gate(inp)[:, 0])[:, None] * edge_vectors)
+        return {"energy": atom_energy, "vector": atom_vector, "atom_energy": atom_energy, "atom_vector": atom_vector}
+
     @renamed_kwargs(species="numbers")
     def forward(self, positions: torch.Tensor, numbers: torch.Tensor, cell: torch.Tensor | None = None,
                 pbc: Any = None, batch: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -105,14 +130,8 @@ class NeighborMLP(CheckpointMixin, nn.Module):
                              f"{int(numbers.max())}).")
         i, j, _, vec = batched_neighbor_list(positions, cell, pbc, batch, r_cut=self.r_cut,
                                              min_distance=self.min_distance)
-        r = torch.sqrt((vec ** 2).sum(1) + 1e-15)
-        x = torch.clamp((r - (self.r_cut - self.cutoff_delta)) / self.cutoff_delta, 0.0, 1.0)
-        fc = 0.5 + 0.5 * torch.cos(torch.pi * x)
-        inp = torch.cat([vec, self.embedding(numbers[i]), self.embedding(numbers[j])], dim=1)
-        n = positions.shape[0]
-        h = positions.new_zeros(n, self.n_features).index_add(0, i, fc[:, None] * self.phi(inp))
-        atom_energy = self.rho(h)[:, 0] * self.energy_scale + self.self_energies[numbers]
-        atom_vector = positions.new_zeros(n, 3).index_add(0, i, (fc * self.gate(inp)[:, 0])[:, None] * vec)
+        local = self.atomic_outputs_local(numbers, vec, numbers[j], i)
+        atom_energy, atom_vector = local["atom_energy"], local["atom_vector"]
         n_struct = cell.shape[0]
         return {
             "energy": atom_energy.new_zeros(n_struct).index_add(0, batch, atom_energy),

@@ -276,5 +276,7 @@ def assert_invariant(
     outputs = kwargs.pop("outputs", "atom_invariant" if per_atom else "invariant")
     flat = outputs.values() if isinstance(outputs, Mapping) else ([outputs] if isinstance(outputs, str) else outputs)
     if any(t not in ("invariant", "atom_invariant") for t in flat):
-        raise ValueError(f"assert_invariant takes only invariant output types (got {outputs!r}); use assert_equivariant.")
+        raise ValueError(
+            f"assert_invariant takes only invariant output types (got {outputs!r}); use assert_equivariant."
+        )
     return assert_equivariant(fn, inputs, kind, outputs=outputs, **kwargs)

@@ -139,7 +139,8 @@ def test_calculator_from_pet_train_checkpoint(tmp_path):
     from pointsym.cli import main
 
     out = tmp_path / "run"
-    rc = main(["pet-train", "--data", "Si", "--source", "embedded", "--max-train", "8", "--max-test", "2", "--epochs", "1", "--d-model", "8", "--n-gnn-layers", "1", "--n-trans-layers", "1",
+    rc = main(["pet-train", "--data", "Si", "--source", "embedded", "--max-train", "8", "--max-test", "2",
+               "--epochs", "1", "--d-model", "8", "--n-gnn-layers", "1", "--n-trans-layers", "1",
                "--quiet", "--out", str(out), "--discrepancy-structures", "1", "--no-eval-ecse"])
     assert rc == 0
     calc = PointsymCalculator.from_checkpoint(out / "checkpoints" / "best.pt")

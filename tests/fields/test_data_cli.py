@@ -88,7 +88,8 @@ def test_train_then_eval_cli_on_any_npz(tmp_path, capsys):
     assert info["epochs_run"] == 1 and model.latent_dim == 8
     assert (out / "checkpoints" / "lim_l6" / "last.pt").is_file()
     # warm start from the export in a fresh output directory; a mismatched architecture is refused
-    small = ["nesf-train", "--source", "embedded", "--epochs", "1", "--batch-size", "16", "--position-channels", "16,16",
+    small = ["nesf-train", "--source", "embedded", "--epochs", "1", "--batch-size", "16",
+             "--position-channels", "16,16",
              "--species-channels", "16", "--n-global", "16", "--n-local", "4", "--n-species", "4",
              "--max-train", "20", "--val-split", "none", "--quiet", "--init-from", str(ckpt)]
     assert run_cli(small + ["--latent-dim", "8", "--out", str(tmp_path / "warm")]) == 0

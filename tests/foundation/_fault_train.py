@@ -18,7 +18,7 @@ def main(out: str) -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(512, 8, generator=g)
     y = torch.sin(x @ torch.randn(8, 1, generator=g))
-    data = list(zip(x, y))
+    data = list(zip(x, y, strict=True))
 
     def loss_fn(model, batch):
         loss = torch.nn.functional.mse_loss(model(batch[0]), batch[1])

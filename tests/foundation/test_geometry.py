@@ -118,7 +118,7 @@ def test_icosahedral_group_permutes_vertices():
 
 
 def _pairs(nl):
-    return sorted(zip(nl.i.tolist(), nl.j.tolist(), np.round(nl.distances, 8).tolist()))
+    return sorted(zip(nl.i.tolist(), nl.j.tolist(), np.round(nl.distances, 8).tolist(), strict=True))
 
 
 def test_neighbor_list_matches_ase_periodic():
@@ -126,7 +126,7 @@ def test_neighbor_list_matches_ase_periodic():
     atoms.rattle(0.05, seed=0)
     nl = neighbor_list(atoms, r_cut=6.0)  # cutoff larger than the cell: many images
     i, j, d = ase_neighbor_list("ijd", atoms, 6.0)
-    assert sorted(zip(i.tolist(), j.tolist(), np.round(d, 8).tolist())) == _pairs(nl)
+    assert sorted(zip(i.tolist(), j.tolist(), np.round(d, 8).tolist(), strict=True)) == _pairs(nl)
     vec = atoms.positions[nl.j] - atoms.positions[nl.i] + nl.shifts @ atoms.cell[:]
     np.testing.assert_allclose(vec, nl.vectors, atol=1e-10)
 

@@ -14,7 +14,7 @@ from pointsym.training import TrainConfig, Trainer, config_changes, load_checkpo
 def _data(n=64, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 4, generator=g)
-    return list(zip(x, x.sum(1, keepdim=True)))
+    return list(zip(x, x.sum(1, keepdim=True), strict=True))
 
 
 def _loss(model, batch):

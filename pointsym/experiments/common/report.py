@@ -109,7 +109,8 @@ def write_report(sections: list[Section], out_dir: str | os.PathLike[str], *, ti
         "img{max-width:100%;border:1px solid #eee}.err{color:#b00;white-space:pre-wrap}"
         "figure{margin:1em 0}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        f"<p>Generated {time.strftime('%Y-%m-%d %H:%M:%S')}" + (f" by <code>{html.escape(command)}</code>" if command else "") + "</p>",
+        f"<p>Generated {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        + (f" by <code>{html.escape(command)}</code>" if command else "") + "</p>",
         "<ul>" + "".join(f"<li><a href='#s{i}'>{html.escape(s.title)}</a>" + (" (failed)" if s.error else "")
                          + "</li>" for i, s in enumerate(sections)) + "</ul>",
     ]

@@ -1,1 +1,2 @@
-"""Papers 001/003: concentric spherical networks; rotated-shape classification (``pointsym csnn-shapes``, ``shapes``)."""
+"""Papers 001/003: concentric spherical networks; rotated-shape classification
+(``pointsym csnn-shapes``, module ``shapes``)."""

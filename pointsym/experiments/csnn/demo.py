@@ -12,9 +12,9 @@ import shutil
 import numpy as np
 import torch
 
-from pointsym.experiments.csnn.shapes import ShapesConfig, build_model, run
 from pointsym.experiments.common.plotting import plt, savefig
 from pointsym.experiments.common.report import Section
+from pointsym.experiments.csnn.shapes import ShapesConfig, build_model, run
 from pointsym.geometry import icosahedral_rotations, icosphere, random_rotation
 
 __all__ = ["stage"]

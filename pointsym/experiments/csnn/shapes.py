@@ -515,12 +515,13 @@ def summarize(out_dir: str | Path) -> dict[str, Any]:
         for te, res in rec["test"].items():
             entry["acc"][f"{tr}/{te}"] = res["accuracy"]
     lines = ["| model | params | z/z | z/SO3 | SO3/SO3 | train time z, SO3 (s) |", "|---|---|---|---|---|---|"]
-    for model, e in table.items():
-        def acc(key: str) -> str:
-            return f"{100 * e['acc'][key]:.1f}" if key in e["acc"] else "-"
+    def acc(e: dict[str, Any], key: str) -> str:
+        return f"{100 * e['acc'][key]:.1f}" if key in e["acc"] else "-"
 
+    for model, e in table.items():
         times = ", ".join(f"{e['train_seconds'][k]:.0f}" if k in e["train_seconds"] else "-" for k in ROTATIONS)
-        lines.append(f"| {model} | {e['n_parameters']:,} | {acc('z/z')} | {acc('z/so3')} | {acc('so3/so3')} | {times} |")
+        lines.append(f"| {model} | {e['n_parameters']:,} | {acc(e, 'z/z')} | {acc(e, 'z/so3')} | "
+                     f"{acc(e, 'so3/so3')} | {times} |")
     md = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(md)
     save_results(out / "summary.json", {"table": table})

@@ -34,11 +34,11 @@ __all__ = ["NeSFEvalOptions", "NeSFTrainOptions", "evaluate", "plot_reconstructi
 
 _METRIC_LABELS = [
     ("atom_count_error_pct", "Error in number of atoms [%]"),
-    ("position_error_actual", "Position error (actual) [A]"),
-    ("position_error_detected", "Position error (detected) [A]"),
+    ("position_error_actual", "Position error (actual) [Å]"),
+    ("position_error_detected", "Position error (detected) [Å]"),
     ("species_error_actual_pct", "Species error (actual) [%]"),
     ("species_error_detected_pct", "Species error (detected) [%]"),
-    ("lengths_mae", "Lattice lengths MAE [A]"),
+    ("lengths_mae", "Lattice lengths MAE [Å]"),
     ("angles_mae_deg", "Lattice angles MAE [deg]"),
 ]
 

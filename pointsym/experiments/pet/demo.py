@@ -18,8 +18,8 @@ def stage(ctx) -> Section:  # noqa: ANN001 - DemoContext, imported lazily by the
     from pointsym.datasets import load_atomistic
     from pointsym.experiments.pet.cli import _zero_readout, make_loss
     from pointsym.models.pet import PET
-    from pointsym.symmetrize import ECSE, rotational_discrepancy
     from pointsym.structures import batch_structures, predict_structures
+    from pointsym.symmetrize import ECSE, rotational_discrepancy
     from pointsym.training import TrainConfig, Trainer, seed_everything
 
     train = load_atomistic("methane", "train", source="embedded", data_dir=ctx.data_dir)

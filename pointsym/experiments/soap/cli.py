@@ -37,7 +37,9 @@ def _json(name: str, text: str | None) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"Could not parse --{name} as JSON ({exc}); e.g. --{name} '{{\"mode\": \"crossover\"}}'.") from exc
+        raise ValueError(
+            f"Could not parse --{name} as JSON ({exc}); e.g. --{name} '{{\"mode\": \"crossover\"}}'."
+        ) from exc
 
 
 def read_structures(paths: list[str], index: str = ":", fmt: str | None = None) -> tuple[list, list[str]]:
@@ -119,7 +121,8 @@ def _main(args: argparse.Namespace) -> int:
     for start in progress(batches, quiet=args.quiet, desc="soap"):
         chunk = atoms[start : start + args.batch_size]
         feats = soap.create(list(chunk) if len(chunk) > 1 else chunk[0],
-                            centers=None if centres is None else ([centres] * len(chunk) if len(chunk) > 1 else centres))
+                            centers=None if centres is None
+                            else ([centres] * len(chunk) if len(chunk) > 1 else centres))
         if len(chunk) == 1:
             feats = feats[None]
         parts.extend(list(feats))
