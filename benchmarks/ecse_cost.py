@@ -15,6 +15,7 @@ atom (``k``, atom mode) and model evaluations.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -88,9 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         inputs = b.inputs()
         union = ECSE(pet, r_cut=pet.r_cut)
         atom = ECSE(pet, r_cut=pet.r_cut, mode="atom")
-        calls = {"bare": lambda: energy_and_forces(pet, **inputs),
-                 "union": lambda: energy_and_forces(union, **inputs),
-                 "atom": lambda: energy_and_forces(atom, **inputs)}
+        calls = {k: functools.partial(energy_and_forces, m, **inputs)
+                 for k, m in (("bare", pet), ("union", union), ("atom", atom))}
         ref = {k: f() for k, f in calls.items()}  # warm-up, and the exactness numbers below
         n_atoms = len(atoms)
         per_atom_k = atom.last_stats["n_frames_per_atom"]
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             "ratio_union": ratio["union"], "ratio_atom": ratio["atom"],
             **stats,
             "floor_2k": 2 * stats["atom_frames_per_atom_mean"],
-            "energy": {k: float(v["energy"][0]) for k, v in ref.items()},
+            "energy": {k: float(v["energy"][0].detach()) for k, v in ref.items()},
         })
         row = rows[-1]
         print(f"{name}: {n_atoms} atoms, bare {row['median_s']['bare'] * 1e3:.1f} ms, union x{ratio['union']:.1f}, "
@@ -124,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {row['element']} | {row['n_atoms']} | {row['r_cut']} | {row['median_s']['bare'] * 1e3:.1f} | "
               f"{row['ratio_union']:.1f} | {row['ratio_atom']:.1f} | {row['atom_frames_per_atom_mean']:.1f} | "
               f"{row['floor_2k']:.1f} |")
-    meta = {"rounds": args.rounds, "threads": args.threads, "torch": torch.__version__, "python": platform.python_version(),
-            "machine": platform.machine(), "cpu_count": os.cpu_count(), "dtype": "float64",
+    meta = {"rounds": args.rounds, "threads": args.threads, "torch": torch.__version__,
+            "python": platform.python_version(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+            "dtype": "float64",
             "model": "PET d_model 32, n_gnn_layers 1, n_trans_layers 1, heads 4, FFN 64, head 32, random weights",
             "timing": "energy_and_forces; interleaved rounds in rotating order; ratio = median over rounds of "
                       "ECSE time / bare time in the same round",

@@ -241,31 +241,70 @@ class _QueryConditionedField(nn.Module):
                              f"{int(query_batch.max())}).")
         g = self.encoding(queries)
         d = g.shape[1]
-        # Layer t computes [h; g] W_t^T + b_t = h W_{t,h}^T + (g W_{t,g}^T + b_t). The query terms of
-        # all layers come from one matrix product over all queries, and the concatenation is never
-        # materialised: its backward hands BatchNorm a strided gradient, whose CPU kernel is ~15x
-        # slower. Under bfloat16 autocast the query terms and the sums stay float32 (raw coordinates
-        # up to ~12 Å would lose ~0.03 Å in bfloat16); only the h W_h^T products run in bfloat16.
-        first = self.hidden[0]
-        w_g = torch.cat([first.weight[:, self.latent_dim:], *(lin.weight[:, lin.in_features - d:]
-                                                                for lin in self.hidden[1:])])
-        b_g = torch.cat([lin.bias for lin in self.hidden])
-        amp = torch.is_autocast_enabled(queries.device.type)
-        with torch.autocast(queries.device.type, enabled=False):
-            query_terms = nn.functional.linear(g.float() if amp else g, w_g, b_g)  # (Q, sum of widths)
+        # Layer t computes [h; g] W_t^T + b_t as (g W_{t,g}^T + b_t) + h W_{t,h}^T, without
+        # materialising the concatenation: its backward hands BatchNorm a strided gradient, whose
+        # CPU kernel is ~15x slower. (One product for the query terms of all layers is slower still:
+        # the backward of each slice of it materialises a full-width gradient.)
         # [z; g] W^T = z W_z^T + g W_g^T: the latent term is computed per structure, then gathered.
+        first = self.hidden[0]
         zw = self.latent_projection(latent) if latent_projection is None else latent_projection
-        widths = self.channels
-        h = query_terms[:, : widths[0]] + zw.index_select(0, query_batch.long())
+        h = zw.index_select(0, query_batch.long()) + nn.functional.linear(g, first.weight[:, self.latent_dim:],
+                                                                          first.bias)
         h = self.norms[0](torch.relu(h))
-        start = widths[0]
-        for lin, norm, c_out in zip(self.hidden[1:], self.norms[1:], widths[1:]):
-            term = query_terms[:, start:start + c_out]
-            w_h = lin.weight[:, : lin.in_features - d]
-            h = nn.functional.linear(h, w_h) + term if amp else torch.addmm(term, h, w_h.T)
-            h = norm(torch.relu(h))
-            start += c_out
+        for lin, norm in zip(self.hidden[1:], self.norms[1:]):
+            c_in = lin.in_features - d
+            h = norm(torch.relu(torch.addmm(nn.functional.linear(g, lin.weight[:, c_in:], lin.bias), h,
+                                            lin.weight[:, :c_in].T)))
         return self.out(h)
+
+    @torch.no_grad()
+    def inference_plan(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Weights for :meth:`forward_plan`: each evaluation-mode BatchNorm folded into the next layer.
+
+        ``BN(x) = a x + beta`` with the running statistics, so ``W [BN(h); g] + b`` equals
+        ``W' [h; g] + b'`` with ``W'_h = W_h diag(a)``, ``b' = b + W_h beta``. Entries:
+        ``(W_g, b)`` of the first layer's query part, ``(W', b')`` of each further hidden layer
+        and of the output layer. Valid until the weights change.
+        """
+        if self.training:
+            raise RuntimeError("inference_plan() needs evaluation mode (BatchNorm running statistics); call .eval().")
+
+        def affine(norm: nn.Module, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+            w = self.out.weight
+            if isinstance(norm, nn.Identity):
+                return w.new_ones(width), w.new_zeros(width)
+            a = torch.rsqrt(norm.running_var + norm.eps)
+            if norm.weight is not None:
+                a = a * norm.weight
+            beta = -norm.running_mean * a + (norm.bias if norm.bias is not None else 0.0)
+            return a, beta
+
+        first = self.hidden[0]
+        plan = [(first.weight[:, self.latent_dim:].clone(), first.bias.clone())]
+        layers = [*self.hidden[1:], self.out]
+        for lin, norm, width in zip(layers, self.norms, self.channels):
+            a, beta = affine(norm, width)
+            w = lin.weight.clone()
+            b = lin.bias + w[:, :width] @ beta
+            w[:, :width] *= a
+            plan.append((w, b))
+        return plan
+
+    @torch.no_grad()
+    def forward_plan(self, plan: list[tuple[torch.Tensor, torch.Tensor]], latent_projection: torch.Tensor,
+                     queries: torch.Tensor, query_batch: torch.Tensor) -> torch.Tensor:
+        """Evaluation-mode field values from :meth:`inference_plan` (no BatchNorm passes, in-place ReLU).
+
+        The same function as ``forward`` in evaluation mode up to float rounding;
+        ``latent_projection`` from :meth:`latent_projection`.
+        """
+        g = self.encoding(queries)
+        w, b = plan[0]
+        h = torch.addmm(b, g, w.T).add_(latent_projection.index_select(0, query_batch.long())).relu_()
+        for w, b in plan[1:-1]:
+            h = torch.addmm(b, torch.cat([h, g], dim=-1), w.T).relu_()
+        w, b = plan[-1]
+        return torch.addmm(b, h, w.T)
 
     def extra_repr(self) -> str:
         return (f"latent_dim={self.latent_dim}, channels={list(self.channels)}, out_dim={self.out_dim}, "

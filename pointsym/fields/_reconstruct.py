@@ -29,7 +29,7 @@ import torch
 
 from pointsym.core import check_int, check_positive
 from pointsym.fields._data import CrystalSet
-from pointsym.fields._training import _offsets, crystal_dataset, collate_crystals, grid_points
+from pointsym.fields._training import _offsets, collate_crystals, crystal_dataset, grid_points
 
 __all__ = ["ExactField", "NeuralField", "Reconstruction", "ReconstructionParams", "nms_atoms", "reconstruct"]
 
@@ -225,6 +225,9 @@ class NeuralField:
             self.latent = torch.cat(latents) if latents else torch.zeros(0, model.latent_dim, device=self.device)
             self._proj_pos = model.position_decoder.latent_projection(self.latent)
             self._proj_spec = model.species_decoder.latent_projection(self.latent)
+            # BatchNorm folded into the next layers (the same function; ~25 % fewer passes per query)
+            self._plan_pos = model.position_decoder.inference_plan()
+            self._plan_spec = model.species_decoder.inference_plan()
             lengths, angles = model.lattice(self.latent)
         self._lattice = (lengths.double().cpu().numpy(), angles.double().cpu().numpy())
 
@@ -243,13 +246,13 @@ class NeuralField:
 
     def position(self, queries: np.ndarray, batch: np.ndarray) -> np.ndarray:
         dec = self.model.position_decoder
-        parts = self._chunks(queries, batch, lambda q, b: dec(self.latent, q, b, latent_projection=self._proj_pos))
+        parts = self._chunks(queries, batch, lambda q, b: dec.forward_plan(self._plan_pos, self._proj_pos, q, b))
         return torch.cat(parts).double().cpu().numpy() if parts else np.zeros((0, 3))
 
     def species(self, queries: np.ndarray, batch: np.ndarray) -> np.ndarray:
         dec = self.model.species_decoder
         parts = self._chunks(queries, batch,
-                             lambda q, b: dec(self.latent, q, b, latent_projection=self._proj_spec).argmax(-1))
+                             lambda q, b: dec.forward_plan(self._plan_spec, self._proj_spec, q, b).argmax(-1))
         if not parts:
             return np.zeros(0, dtype=np.int64)
         return self.model.species_number(torch.cat(parts)).cpu().numpy().astype(np.int64)

@@ -13,10 +13,13 @@ from pointsym.core import check_choice, check_int, check_positive, renamed_kwarg
 from pointsym.fields._data import CrystalSet
 from pointsym.fields._field import batched_nearest_atoms
 
-__all__ = ["PRECISIONS", "CrystalBatch", "NeSFLoss", "QuerySampler", "collate_crystals", "crystal_dataset", "grid_points"]
+__all__ = ["GLOBAL_SAMPLINGS", "PRECISIONS", "CrystalBatch", "NeSFLoss", "QuerySampler", "collate_crystals",
+           "crystal_dataset", "grid_points"]
 
 #: Training precisions of :class:`NeSFLoss`.
 PRECISIONS = ("fp32", "bf16")
+#: How :class:`QuerySampler` draws its global subset.
+GLOBAL_SAMPLINGS = ("uniform", "importance")
 
 
 @dataclass
@@ -121,6 +124,14 @@ class QuerySampler:
     ``n_global``, ``n_local``, ``n_species`` optionally keep a random subset of that many
     queries per structure / per atom in training (``None`` = all, the reference); a CPU
     budget knob that keeps the sampling distribution and only reduces its size.
+
+    ``global_sampling="importance"`` (with ``n_global``) draws the global subset, with
+    replacement, from the mixture ``p = 1/2 uniform + 1/2 h / sum(h)`` over the grid with
+    ``h = exp(-d1^2 / 2 s^2) + exp(-d2^2 / 2 s^2)`` (``d1``, ``d2``: distances of the grid
+    point to its nearest and second-nearest atom, ``s`` = ``importance_sigma`` Å): more
+    queries near atoms and between close atoms, where the field jumps. The queries
+    then carry loss weights ``1 / (G p)`` (``position_weights``), so the expected loss is the
+    uniform one.
     """
 
     def __init__(
@@ -138,8 +149,12 @@ class QuerySampler:
         n_global: int | None = None,
         n_local: int | None = None,
         n_species: int | None = None,
+        global_sampling: str = "uniform",
+        importance_sigma: float = 1.0,
     ) -> None:
         margin = check_positive("global_margin", global_margin, allow_zero=True)
+        self.global_sampling = check_choice("global_sampling", global_sampling, GLOBAL_SAMPLINGS)
+        self.importance_sigma = check_positive("importance_sigma", importance_sigma)
         self.global_grid = grid_points(np.asarray(box_min) - margin, np.asarray(box_max) + margin, global_spacing)
         self.local_offsets = _offsets(local_extent)
         self.species_offsets = _offsets(species_extent)
@@ -155,6 +170,8 @@ class QuerySampler:
             "local_extent": list(local_extent), "local_jitter": local_jitter, "species_extent": list(species_extent),
             "species_jitter": species_jitter, "n_global": n_global, "n_local": n_local, "n_species": n_species,
         }
+        if self.global_sampling != "uniform":  # the default adds no key: older runs resume unchanged
+            self.settings.update(global_sampling=self.global_sampling, importance_sigma=self.importance_sigma)
 
     def __repr__(self) -> str:
         return (f"QuerySampler(global={len(self.global_grid)}, local={len(self.local_offsets)}/atom, "
@@ -191,7 +208,11 @@ class QuerySampler:
             return torch.randn(shape, generator=gen, device=dev, dtype=dt) * sigma
 
         grid = torch.as_tensor(self.global_grid, device=dev, dtype=dt)
-        g_idx = self._subset(num_structures, len(grid), self.n_global if sub else None, dev, gen)
+        weights = None
+        if sub and self.n_global is not None and self.global_sampling == "importance":
+            g_idx, weights = self._importance_subset(grid, positions.detach(), batch, num_structures, gen)
+        else:
+            g_idx = self._subset(num_structures, len(grid), self.n_global if sub else None, dev, gen)
         glob = grid[g_idx]  # (B, G', 3)
         glob = glob + noise(tuple(glob.shape), self.global_jitter)
         g_batch = torch.arange(num_structures, device=dev)[:, None].expand(glob.shape[:2])
@@ -206,13 +227,35 @@ class QuerySampler:
 
         loc, loc_batch = around_atoms(self.local_offsets, self.n_local, self.local_jitter)
         spc, spc_batch = around_atoms(self.species_offsets, self.n_species, self.species_jitter)
-        return {
+        out = {
             "position_queries": torch.cat([glob.reshape(-1, 3), loc]),
             "position_batch": torch.cat([g_batch.reshape(-1), loc_batch]),
             "species_queries": spc,
             "species_batch": spc_batch,
             "num_global": int(glob.shape[0] * glob.shape[1]),
         }
+        if weights is not None:
+            out["position_weights"] = torch.cat([weights.reshape(-1), weights.new_ones(loc.shape[0])])
+        return out
+
+    def _importance_subset(self, grid: torch.Tensor, positions: torch.Tensor, batch: torch.Tensor, b: int,
+                           gen: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Grid indices ``(B, n_global)`` drawn from the importance mixture, and their weights ``1 / (G p)``."""
+        counts = torch.bincount(batch, minlength=b)
+        start = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(positions.shape[0], device=positions.device) - start[batch]
+        padded = positions.new_full((b, int(counts.max()), 3), float("inf"))
+        padded[batch, slot] = positions
+        d = torch.cdist(grid.expand(b, *grid.shape), padded.nan_to_num(posinf=1e6))  # (B, G, n_max)
+        if d.shape[2] == 1:
+            d = torch.cat([d, torch.full_like(d, 1e6)], dim=2)
+        two = d.topk(2, dim=2, largest=False).values
+        s2 = 2 * self.importance_sigma ** 2
+        hard = torch.exp(-two[..., 0] ** 2 / s2) + torch.exp(-two[..., 1] ** 2 / s2)
+        g = grid.shape[0]
+        p = 0.5 / g + 0.5 * hard / hard.sum(dim=1, keepdim=True)
+        idx = torch.multinomial(p, self.n_global, replacement=True, generator=gen)
+        return idx, 1.0 / (g * p.gather(1, idx))
 
 
 class NeSFLoss:
@@ -269,7 +312,10 @@ class NeSFLoss:
             logits = net.species_logits(z, q["species_queries"], q["species_batch"])
             pred_len, pred_ang = net.lattice(z)
         pred_v, logits, pred_len, pred_ang = (t.float() for t in (pred_v, logits, pred_len, pred_ang))
-        pos_mse = torch.nn.functional.mse_loss(pred_v, target_v)
+        if q.get("position_weights") is not None:  # importance sampling: weights 1 / (G p) keep the expectation
+            pos_mse = (q["position_weights"][:, None] * (pred_v - target_v) ** 2).mean()
+        else:
+            pos_mse = torch.nn.functional.mse_loss(pred_v, target_v)
         ce = torch.nn.functional.cross_entropy(logits, target_s)
         len_mse = torch.nn.functional.mse_loss(pred_len, batch.lengths)
         ang_mse = torch.nn.functional.mse_loss(pred_ang, batch.angles)

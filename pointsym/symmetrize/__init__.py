@@ -7,6 +7,15 @@ by averaging the model over an ensemble of local coordinate frames built from pa
 neighbours with smooth, invariant weights (Pozdnyakov & Ceriotti, NeurIPS 2023,
 arXiv:2305.19302).
 
+Two modes: ``ECSE(model, r_cut)`` (``mode="union"``, the default) evaluates the whole structure
+in the union of the frames of all its atoms, which is right for any model (message passing
+included); ``ECSE(model, r_cut, mode="atom")`` symmetrizes every atomic environment with its
+own frames, much cheaper for crystals, for models that declare locality through the
+protocol of :mod:`pointsym.symmetrize._local` (``atomic_outputs_local(center_numbers,
+edge_vectors, edge_numbers, edge_center)`` plus ``r_cut``, and optionally ``is_local``):
+:class:`~pointsym.models.PET` with ``n_gnn_layers=1`` and :class:`NeighborMLP` implement it;
+:func:`is_local_model` tells whether a model does.
+
 Also here: the rotational-discrepancy metric and a deliberately non-equivariant reference
 model (:class:`NeighborMLP`). The structure-batch utilities (:class:`StructureBatch`,
 :func:`batch_structures`, :func:`energy_and_forces`, :func:`predict_structures`, ...) moved to
@@ -20,6 +29,7 @@ from pointsym.symmetrize._discrepancy import rotational_discrepancy
 from pointsym.symmetrize._ecse import ECSE, OUTPUT_KINDS
 from pointsym.symmetrize._fallback import principal_axis
 from pointsym.symmetrize._frames import ECSEConfig, FrameSet, compute_frames
+from pointsym.symmetrize._local import is_local_model
 from pointsym.symmetrize._switching import cutoff_switch, segment_smooth_max, switch_on, switch_on_linear
 from pointsym.symmetrize._toy import NeighborMLP
 
@@ -31,6 +41,7 @@ __all__ = [
     "OUTPUT_KINDS",
     "compute_frames",
     "cutoff_switch",
+    "is_local_model",
     "principal_axis",
     "rotational_discrepancy",
     "segment_smooth_max",

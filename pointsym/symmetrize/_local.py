@@ -74,6 +74,8 @@ def check_local_model(model: Any, role: str = "model") -> float:
     if getattr(model, "n_gnn_layers", 1) != 1 and callable(getattr(model, "atomic_outputs_local", None)):
         why = (f"a {name} with n_gnn_layers={model.n_gnn_layers} passes messages, so an atom's outputs depend on "
                "atoms beyond its own environment")
+    elif callable(getattr(model, "atomic_outputs_local", None)) and not getattr(model, "is_local", True):
+        why = f"{name}.is_local is False"
     elif callable(getattr(model, "atomic_outputs_local", None)) and getattr(model, "r_cut", None) is None:
         why = f"{name} has atomic_outputs_local but no 'r_cut' attribute (the environment radius)"
     else:
@@ -89,10 +91,10 @@ def _check_rows(sym: ECSE, out: Any, n_env: int) -> dict[str | None, torch.Tenso
             raise TypeError(f"atomic_outputs_local returned {type(out).__name__}; with a single declared kind in "
                             "'outputs' it must return one tensor.")
         out = {None: out}
-    elif not isinstance(out, dict) or set(out) < set(sym.outputs):
-        got = sorted(out) if isinstance(out, dict) else type(out).__name__
+    elif not isinstance(out, dict) or not set(sym.outputs) <= set(out):
+        got = sorted(map(str, out)) if isinstance(out, dict) else type(out).__name__
         raise ValueError(f"atomic_outputs_local returned {got}; it must return a dict with every declared output "
-                         f"{sorted(sym.outputs)}.")
+                         f"{sorted(map(str, sym.outputs))}.")
     for key, kind in sym.outputs.items():
         y = out[key]
         tail = {"scalar": 0, "vector": 1, "tensor": 2}[kind.replace("atom_", "")]
@@ -225,7 +227,8 @@ def local_forward(sym: ECSE, positions: torch.Tensor, numbers: torch.Tensor, cel
 
 
 def _aux_local(sym: ECSE, which: torch.Tensor, numbers: torch.Tensor, vec: torch.Tensor, nb_numbers: torch.Tensor,
-               edge_start: torch.Tensor, edge_count: torch.Tensor, model_r_cut: float) -> dict[str | None, torch.Tensor]:
+               edge_start: torch.Tensor, edge_count: torch.Tensor, model_r_cut: float
+               ) -> dict[str | None, torch.Tensor]:
     """Collinear-fallback outputs (lab frame) of the atoms ``which``, one row per atom."""
     if sym.aux_model is None:
         raise ValueError(f"Atoms {which.tolist()} have only (nearly) collinear environments, so no ECSE frame is "

@@ -133,3 +133,21 @@ def test_demo_stage_with_and_without_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(demo_nesf, "_N_MODEL", 1)
     sec = demo_nesf.stage(ctx)
     assert sec.metrics["model_n_structures"] == 1 and (tmp_path / "nesf_reconstructions.png").is_file()
+
+
+def test_cosine_schedule_and_its_validation():
+    import torch
+
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    args = argparse.Namespace(lr_schedule="cosine", lr=1e-3, lr_min=1e-5, epochs=4, lr_step=640, lr_gamma=0.5)
+    sched = nesf_cli._scheduler(opt, args)
+    lrs = [opt.param_groups[0]["lr"]]
+    for _ in range(6):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] == pytest.approx(1e-3) and lrs[2] == pytest.approx(0.5 * (1e-3 + 1e-5))
+    assert lrs[4] == lrs[5] == lrs[6] == pytest.approx(1e-5)  # constant after --epochs
+    assert nesf_cli._schedule_extra(argparse.Namespace(lr_schedule="step")) == {}
+    with pytest.raises(ValueError, match="--lr-min"):
+        nesf_cli.NeSFTrainOptions(lr_schedule="cosine", lr=1e-4, lr_min=1e-3).validate()

@@ -181,3 +181,46 @@ def test_save_and_load_roundtrip(tmp_path):
     torch.save({"format_version": 1, "model": {}}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not of a NeSF model"):
         load_nesf(tmp_path / "other.pt")
+
+
+def test_decoder_training_mode_forward_and_gradients_match_the_concatenation():
+    """The split-weight layers ([h; g] W^T = h W_h^T + g W_g^T) are the reference function, BN in training mode."""
+    torch.manual_seed(3)
+    dec = PositionFieldDecoder(latent_dim=6, channels=(10, 8, 8)).double().train()
+    z = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    q = torch.randn(40, 3, dtype=torch.float64)
+    qb = torch.randint(0, 3, (40,))
+    out = dec(z, q, qb)
+    grads = torch.autograd.grad(out.square().sum(), [z, *dec.parameters()])
+    g = dec.encoding(q)
+    h = z[qb]
+    for lin, bn in zip(dec.hidden, dec.norms, strict=True):
+        h = bn(torch.relu(lin(torch.cat([h, g], dim=-1))))
+    ref = dec.out(h)
+    ref_grads = torch.autograd.grad(ref.square().sum(), [z, *dec.parameters()])
+    np.testing.assert_allclose(out.detach().numpy(), ref.detach().numpy(), atol=1e-12)
+    for a, b in zip(grads, ref_grads, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-10)
+
+
+@pytest.mark.parametrize("encoding", ["raw", "fourier"])
+def test_inference_plan_folds_batchnorm_exactly(encoding):
+    torch.manual_seed(4)
+    model = small_model(query_encoding=encoding, n_frequencies=2).double()
+    for m in model.modules():  # non-trivial running statistics and affine parameters
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    model.eval()
+    z = torch.randn(3, 12, dtype=torch.float64)
+    q = torch.rand(50, 3, dtype=torch.float64) * 5
+    qb = torch.randint(0, 3, (50,))
+    for dec in (model.position_decoder, model.species_decoder):
+        with torch.no_grad():
+            ref = dec(z, q, qb)
+            out = dec.forward_plan(dec.inference_plan(), dec.latent_projection(z), q, qb)
+        np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=1e-12)
+    with pytest.raises(RuntimeError, match="evaluation mode"):
+        model.train().position_decoder.inference_plan()

@@ -125,3 +125,48 @@ def test_unknown_species_fails_before_training():
     model = NeSF(species=(1, 2, 3), box_min=lo, box_max=hi)
     with pytest.raises(ValueError, match="Unknown species"):
         crystal_dataset(crystals, model)
+
+
+def test_bf16_precision_keeps_float32_weights_and_tracks_the_float32_loss():
+    crystals = load_nesf_set("lim_l6", "train", source="embedded").subset(range(6))
+    torch.manual_seed(0)
+    model = tiny_model(crystals).eval()
+    batch = collate_crystals(crystal_dataset(crystals, model))
+    sampler = QuerySampler(*crystals.bounding_box(), n_global=20, n_local=4, n_species=4)
+    with torch.no_grad():
+        ref, _ = NeSFLoss(sampler)(model, batch)  # evaluation mode: the same seeded queries
+        low, metrics = NeSFLoss(sampler, precision="bf16")(model, batch)
+    assert low.dtype == torch.float32 and float(low) == pytest.approx(float(ref), rel=0.05)
+    model.train()
+    loss, _ = NeSFLoss(sampler, precision="bf16")(model, batch)
+    loss.backward()
+    assert all(p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32
+               for n, p in model.named_parameters() if "decoder" in n)
+    with pytest.raises(ValueError, match="precision"):
+        NeSFLoss(sampler, precision="fp16")
+
+
+def test_importance_sampling_concentrates_near_atoms_with_unbiased_weights():
+    pos = torch.tensor([[1.0, 1.0, 1.0], [1.6, 1.0, 1.0], [3.0, 3.0, 1.0]])
+    batch = torch.tensor([0, 0, 1])
+    uni = QuerySampler([0, 0, 0], [4, 4, 2], n_global=400, global_jitter=0.0, global_spacing=0.5)
+    imp = QuerySampler([0, 0, 0], [4, 4, 2], n_global=400, global_jitter=0.0, global_spacing=0.5,
+                       global_sampling="importance")
+    gen = torch.Generator().manual_seed(0)
+    qu = uni.sample(pos, batch, 2, generator=gen)
+    qi = imp.sample(pos, batch, 2, generator=gen)
+    assert "position_weights" not in qu and qi["position_weights"].shape == (qi["position_queries"].shape[0],)
+    n = qi["num_global"]
+    assert n == 800 and bool((qi["position_weights"][n:] == 1).all())
+
+    def near(q):
+        d = torch.cdist(q["position_queries"][:400], pos[:2]).min(1).values
+        return float((d < 1.0).float().mean())
+
+    assert near(qi) > 1.5 * near(qu)
+    # E[w] = sum_i p_i / (G p_i) = 1 over the grid of each structure
+    assert float(qi["position_weights"][:n].mean()) == pytest.approx(1.0, abs=0.15)
+    assert float(qi["position_weights"][:n].max()) <= 2.0 + 1e-6  # p >= 1 / (2 G)
+    assert imp.settings["global_sampling"] == "importance" and "global_sampling" not in uni.settings
+    with pytest.raises(ValueError, match="global_sampling"):
+        QuerySampler([0, 0, 0], [1, 1, 1], global_sampling="hard")

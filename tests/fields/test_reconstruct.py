@@ -162,3 +162,38 @@ def test_bad_box():
         reconstruct(ExactField(crystals), [1, 1, 1], [0, 0, 0])
     with pytest.raises(ValueError, match="box_min <= box_max"):
         reconstruct(ExactField(crystals), [0, 0, np.nan], [1, 1, 1])
+
+
+def test_folded_decoders_reconstruct_like_the_plain_forward():
+    """NeuralField evaluates the decoders with BatchNorm folded in; the committed model decodes the same atoms."""
+    from pathlib import Path
+
+    import torch
+
+    from pointsym.fields import load_nesf
+
+    path = Path(__file__).resolve().parents[2] / "results" / "nesf" / "nesf_lim_l6.pt"
+    if not path.is_file():
+        pytest.skip("committed checkpoint results/nesf/nesf_lim_l6.pt not present")
+    model, _ = load_nesf(path)
+    crystals = load_nesf_set("lim_l6", "test", source="embedded").subset(range(2))
+    field = NeuralField(model, crystals)
+
+    class Plain(NeuralField):  # the decoders' ordinary evaluation-mode forward
+        def position(self, queries, batch):
+            with torch.no_grad():
+                q, b = torch.as_tensor(queries, dtype=torch.float32), torch.as_tensor(batch)
+                return self.model.position_decoder(self.latent, q, b).double().numpy()
+
+        def species(self, queries, batch):
+            with torch.no_grad():
+                q, b = torch.as_tensor(queries, dtype=torch.float32), torch.as_tensor(batch)
+                return self.model.species_number(self.model.species_decoder(self.latent, q, b).argmax(-1)).numpy()
+
+    params = ReconstructionParams(n_steps=16, freeze_tol=1e-3)
+    fast = reconstruct(field, model.box_min, model.box_max, params)
+    ref = reconstruct(Plain(model, crystals), model.box_min, model.box_max, params)
+    for r, f in zip(ref, fast, strict=True):
+        assert len(r.numbers) == len(f.numbers) > 0
+        np.testing.assert_array_equal(r.numbers, f.numbers)
+        np.testing.assert_allclose(r.positions, f.positions, atol=1e-4)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,19 +118,21 @@ def _train(args: argparse.Namespace) -> int:
             raise ValueError(f"--init-from {args.init_from!r} has another architecture/vocabulary/box than this run "
                              f"({diff}); pass the model options and training data of the run that wrote it.")
         model.load_state_dict(init.state_dict())
-    sampler = QuerySampler(lo, hi, n_global=args.n_global, n_local=args.n_local, n_species=args.n_species)
-    loss_fn = NeSFLoss(sampler)
+    sampler = QuerySampler(lo, hi, n_global=args.n_global, n_local=args.n_local, n_species=args.n_species,
+                           global_sampling=args.global_sampling)
+    loss_fn = NeSFLoss(sampler, precision=args.precision)
     train_items = crystal_dataset(train, model)
     val_items = crystal_dataset(val, model) if val is not None else None
     out = Path(args.out)
     tag = _data_tag(args.data, args.train_split).removesuffix(f"_{args.train_split}")
     ckpt_dir = out / "checkpoints" / tag
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.lr_step, gamma=args.lr_gamma)
+    scheduler = _scheduler(optimizer, args)
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, patience=args.patience,
         out_dir=str(ckpt_dir), restart=args.restart, device=args.device, quiet=args.quiet,
-        extra={"nesf": model.hypers, "sampler": sampler.settings, "data": tag, "init_from": args.init_from},
+        extra={"nesf": model.hypers, "sampler": sampler.settings, "data": tag, "init_from": args.init_from,
+               **_schedule_extra(args)},
     )
     trainer = Trainer(model, loss_fn, config, optimizer=optimizer, scheduler=scheduler, collate_fn=collate_crystals)
     n_params = sum(p.numel() for p in model.parameters())
@@ -164,6 +167,30 @@ def _train(args: argparse.Namespace) -> int:
         trainer.barrier()
 
 
+def _scheduler(optimizer: Any, args: argparse.Namespace) -> Any:
+    """The learning-rate schedule of ``--lr-schedule`` (stepped once per epoch by the Trainer)."""
+    import torch
+
+    if args.lr_schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.lr_step, gamma=args.lr_gamma)
+    floor = args.lr_min / args.lr
+    total = args.epochs
+
+    def cosine(epoch: int) -> float:  # clamped: constant at --lr-min after --epochs
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(epoch, total) / total))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+
+
+def _schedule_extra(args: argparse.Namespace) -> dict[str, Any]:
+    """Checkpoint settings of the schedule (a resume must keep them). The default adds nothing, so runs
+    made before the option existed resume unchanged. ``--precision`` is left out on purpose: like the
+    device, it may change between sessions of one run (e.g. bf16 for the bulk, fp32 to finish)."""
+    if args.lr_schedule == "step":
+        return {}
+    return {"lr_schedule": {"kind": args.lr_schedule, "lr_min": args.lr_min}}
+
+
 def _export(args: argparse.Namespace, trainer: Any, model: Any, train: Any, val: Any, sampler: Any, tag: str,
             ckpt_dir: Path, out: Path, n_params: int, session_seconds: float) -> int:
     from pointsym.experiments.common.results import save_results
@@ -182,7 +209,7 @@ def _export(args: argparse.Namespace, trainer: Any, model: Any, train: Any, val:
         "data": tag, "n_train": len(train), "n_val": len(val) if val is not None else 0,
         "epochs_run": len(history), "best_epoch": trainer.best_epoch, "best_val_loss": trainer.best_value,
         "train_seconds_total": total_seconds, "sampler": sampler.settings, "n_parameters": n_params,
-        "checkpoint_source": str(best_path),
+        "checkpoint_source": str(best_path), "precision": args.precision, "lr_schedule": args.lr_schedule,
     }
     export = out / f"nesf_{tag}.pt"
     save_nesf(model, export, meta=meta)
@@ -391,7 +418,7 @@ class NeSFTrainOptions:
         "default_help": "no limit", "group": "training", "gt": 0.0})
     batch_size: int = field(default=64, metadata={"help": "batch size", "unit": "structures", "group": "training",
                                                   "min": 1})
-    lr: float = field(default=1e-3, metadata={"help": "initial Adam learning rate (halved by StepLR, see --lr-step)",
+    lr: float = field(default=1e-3, metadata={"help": "initial Adam learning rate (see --lr-schedule)",
                                               "group": "training", "gt": 0.0})
     lr_step: int = field(default=640, metadata={
         "help": "epochs between two learning-rate decays by --lr-gamma (StepLR; reference: 640)", "unit": "epochs",
@@ -399,6 +426,16 @@ class NeSFTrainOptions:
     lr_gamma: float = field(default=0.5, metadata={
         "help": "factor applied to the learning rate every --lr-step epochs, in (0, 1]", "group": "training",
         "gt": 0.0, "max": 1.0})
+    lr_schedule: str = field(default="step", metadata={
+        "help": "learning-rate schedule, stepped once per epoch: step (StepLR by --lr-gamma every --lr-step epochs, "
+                "the reference) or cosine (from --lr down to --lr-min over --epochs, then constant)",
+        "choices": ("step", "cosine"), "group": "training"})
+    lr_min: float = field(default=1e-5, metadata={
+        "help": "final learning rate of --lr-schedule cosine", "group": "training", "min": 0.0})
+    precision: str = field(default="fp32", metadata={
+        "help": "precision of the forward pass: fp32, or bf16 autocast (bfloat16 matrix products, float32 weights, "
+                "optimizer, query terms and loss; fast on CPUs with AVX-512 BF16/AMX and on GPUs)",
+        "choices": ("fp32", "bf16"), "group": "training"})
     patience: int | None = field(default=None, metadata={
         "help": "early-stopping patience on the validation loss", "unit": "epochs", "default_help": "off",
         "group": "training", "min": 1})
@@ -434,9 +471,17 @@ class NeSFTrainOptions:
     n_species: int | None = field(default=None, metadata={
         "help": "species queries per atom per step, at most 216", "unit": "queries", "default_help": "all 216",
         "group": "queries", "min": 1, "max": 216})
+    global_sampling: str = field(default="uniform", metadata={
+        "help": "how the --n-global queries are drawn from the jittered grid: uniform subset, or importance: half "
+                "uniform, half near atoms and between close atoms (sigma 1 Å), with loss weights "
+                "1/(G p) that keep the expected loss (needs --n-global)",
+        "choices": ("uniform", "importance"), "group": "queries"})
 
     def validate(self) -> None:
         """Combinations and lists (single bounds come from the field metadata)."""
+        if self.global_sampling == "importance" and self.n_global is None:
+            raise ValueError("--global-sampling importance draws the --n-global queries; pass --n-global N "
+                             "(without it every grid point is used).")
         for flag, text in (("--position-channels", self.position_channels),
                            ("--species-channels", self.species_channels)):
             if text is None:
@@ -452,6 +497,8 @@ class NeSFTrainOptions:
             raise ValueError(f"--train-split must be one of {', '.join(splits)} (got {self.train_split!r}).")
         if self.val_split not in (*splits, "none"):
             raise ValueError(f"--val-split must be one of {', '.join(splits)} or none (got {self.val_split!r}).")
+        if self.lr_schedule == "cosine" and self.lr_min > self.lr:
+            raise ValueError(f"--lr-min ({self.lr_min:g}) must not exceed --lr ({self.lr:g}).")
 
 
 @dataclass
