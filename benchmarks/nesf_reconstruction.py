@@ -1,15 +1,16 @@
-"""NeSF reconstruction speed on one core: decoders with BatchNorm folded in vs their plain forward.
+"""NeSF reconstruction speed on one core: the decoders before this change, today, and with BatchNorm folded.
 
 ```
 python benchmarks/nesf_reconstruction.py            # 16 lim_l6 test structures, 3 interleaved rounds
 ```
 
-Both fields decode the committed model ``results/nesf/nesf_lim_l6.pt`` with the recorded
-evaluation settings (``--freeze-tol 1e-3``, otherwise the spec's parameters): ``plain`` calls
-the decoders' evaluation-mode ``forward`` (the code before this change), ``folded`` is what
-:class:`pointsym.fields.NeuralField` does now (:meth:`inference_plan` / :meth:`forward_plan`:
-each BatchNorm folded into the next layer, in-place ReLU). Reports seconds per structure
-(median over rounds, order alternated) and whether the decoded atoms agree. Writes
+All fields decode the committed model ``results/nesf/nesf_lim_l6.pt`` with the recorded
+evaluation settings (``--freeze-tol 1e-3``, otherwise the spec's parameters): ``before`` is the
+decoder forward before this change (concatenation at every layer), ``split`` today's
+evaluation-mode ``forward`` (split weights), ``folded`` what :class:`pointsym.fields.NeuralField`
+does now (``inference_plan`` / ``forward_plan``: each BatchNorm folded into the next layer,
+in-place ReLU). Reports seconds per structure (median over rounds, order rotated) and whether
+the atoms decoded by ``folded`` and ``before`` agree. Writes
 ``results/nesf/reconstruction_speed.json``.
 """
 
@@ -27,21 +28,40 @@ import torch
 from pointsym.fields import NeuralField, ReconstructionParams, load_nesf, load_nesf_set, reconstruct
 
 
+def concat_forward(dec, zw, q, b):
+    """The decoder forward before this change: ``torch.cat([h, q])`` and a Linear at every layer."""
+    g = dec.encoding(q)
+    first = dec.hidden[0]
+    h = zw[b.long()] + torch.nn.functional.linear(g, first.weight[:, dec.latent_dim:], first.bias)
+    h = dec.norms[0](torch.relu(h))
+    for lin, norm in zip(dec.hidden[1:], dec.norms[1:]):
+        h = norm(torch.relu(lin(torch.cat([h, g], dim=-1))))
+    return dec.out(h)
+
+
 class PlainField(NeuralField):
-    """The decoders' ordinary evaluation-mode forward (before the folding)."""
+    """The decoders' ordinary evaluation-mode forward (``concat=True``: the code before this change)."""
+
+    concat = False
+
+    def _eval(self, dec, proj, q, b):
+        return concat_forward(dec, proj, q, b) if self.concat else dec(self.latent, q, b, latent_projection=proj)
 
     def position(self, queries, batch):
         dec = self.model.position_decoder
-        parts = self._chunks(queries, batch, lambda q, b: dec(self.latent, q, b, latent_projection=self._proj_pos))
+        parts = self._chunks(queries, batch, lambda q, b: self._eval(dec, self._proj_pos, q, b))
         return torch.cat(parts).double().cpu().numpy() if parts else np.zeros((0, 3))
 
     def species(self, queries, batch):
         dec = self.model.species_decoder
-        parts = self._chunks(queries, batch,
-                             lambda q, b: dec(self.latent, q, b, latent_projection=self._proj_spec).argmax(-1))
+        parts = self._chunks(queries, batch, lambda q, b: self._eval(dec, self._proj_spec, q, b).argmax(-1))
         if not parts:
             return np.zeros(0, dtype=np.int64)
         return self.model.species_number(torch.cat(parts)).cpu().numpy().astype(np.int64)
+
+
+class BeforeField(PlainField):
+    concat = True
 
 
 def main(argv=None) -> int:
@@ -55,17 +75,19 @@ def main(argv=None) -> int:
     model, _ = load_nesf(args.model)
     crystals = load_nesf_set("lim_l6", "test").subset(range(args.structures))
     params = ReconstructionParams(freeze_tol=1e-3)
-    fields = {"plain": PlainField(model, crystals), "folded": NeuralField(model, crystals)}
+    fields = {"before": BeforeField(model, crystals), "split": PlainField(model, crystals),
+              "folded": NeuralField(model, crystals)}
     seconds: dict[str, list[float]] = {k: [] for k in fields}
     recs = {}
     for r in range(args.rounds):
-        for name in (list(fields) if r % 2 == 0 else list(fields)[::-1]):
+        names = list(fields)
+        for name in names[r % len(names):] + names[: r % len(names)]:
             tic = time.perf_counter()
             recs[name] = reconstruct(fields[name], model.box_min, model.box_max, params)
             seconds[name].append((time.perf_counter() - tic) / len(crystals))
         print(f"  round {r + 1}: " + ", ".join(f"{k} {v[-1]:.3f} s/structure" for k, v in seconds.items()),
               flush=True)
-    a, b = recs["plain"], recs["folded"]
+    a, b = recs["before"], recs["folded"]
     same_counts = all(len(x.numbers) == len(y.numbers) for x, y in zip(a, b))
     same_species = same_counts and all(np.array_equal(x.numbers, y.numbers) for x, y in zip(a, b))
     max_dpos = max((float(np.abs(x.positions - y.positions).max()) for x, y in zip(a, b)
@@ -73,12 +95,13 @@ def main(argv=None) -> int:
     med = {k: statistics.median(v) for k, v in seconds.items()}
     result = {"model": args.model, "n_structures": len(crystals), "threads": 1, "params": params.to_dict(),
               "seconds_per_structure": seconds, "median_seconds_per_structure": med,
-              "median_speedup": statistics.median(x / y for x, y in zip(seconds["plain"], seconds["folded"])),
+              "median_speedup_vs_before": {k: statistics.median(x / y for x, y in zip(seconds["before"], v))
+                                           for k, v in seconds.items()},
               "same_atom_counts": same_counts, "same_species": same_species,
               "max_position_difference": max_dpos}
-    print(f"plain {med['plain']:.3f} s/structure, folded {med['folded']:.3f} s/structure "
-          f"(x{result['median_speedup']:.2f}); same counts {same_counts}, same species {same_species}, "
-          f"max position difference {max_dpos:.2e} Å")
+    print(", ".join(f"{k} {med[k]:.3f} s/structure (x{result['median_speedup_vs_before'][k]:.2f})" for k in med)
+          + f"; folded vs before: same counts {same_counts}, same species {same_species}, max position "
+          f"difference {max_dpos:.2e} Å")
     out = Path(args.out)
     out.write_text(json.dumps(result, indent=1))
     print(f"results -> {out}")

@@ -151,3 +151,19 @@ def test_cosine_schedule_and_its_validation():
     assert nesf_cli._schedule_extra(argparse.Namespace(lr_schedule="step")) == {}
     with pytest.raises(ValueError, match="--lr-min"):
         nesf_cli.NeSFTrainOptions(lr_schedule="cosine", lr=1e-4, lr_min=1e-3).validate()
+
+
+def test_train_cli_fast_options(tmp_path):
+    """--precision bf16, --lr-schedule cosine and --global-sampling importance reach the run and its summary."""
+    out = tmp_path / "fast"
+    argv = ["nesf-train", "--source", "embedded", "--epochs", "2", "--batch-size", "8", "--latent-dim", "8",
+            "--position-channels", "16,16", "--species-channels", "16", "--n-global", "16", "--n-local", "4",
+            "--n-species", "4", "--max-train", "16", "--val-split", "none", "--quiet", "--out", str(out)]
+    assert run_cli(argv + ["--precision", "bf16", "--lr-schedule", "cosine", "--lr-min", "1e-4",
+                           "--global-sampling", "importance"]) == 0
+    summary = json.loads((out / "train_lim_l6.json").read_text())
+    assert summary["precision"] == "bf16" and summary["lr_schedule"] == "cosine"
+    assert summary["sampler"]["global_sampling"] == "importance"
+    assert [round(h["lr"], 8) for h in summary["history"]] == [round(1e-4 + (1e-3 - 1e-4) * 0.5, 8), 1e-4]
+    with pytest.raises(ValueError, match="--n-global"):
+        run_cli(["nesf-train", "--source", "embedded", "--global-sampling", "importance", "--out", str(out)])
