@@ -30,16 +30,18 @@ def atomic_number(value: Any, name: str = "species") -> int:
     return int(value)
 
 
-def parse_species(species: Any, name: str = "species") -> list[int]:
+def parse_species(species: Any, name: str = "species", *, ordered: bool = False) -> list[int]:
     """Sorted unique atomic numbers from chemical symbols and/or atomic numbers.
 
     Args:
         species: a symbol, an atomic number, or an iterable of them (``["H", "C"]``,
             ``[1, 6]``, ``{"O", 1}``).
         name: argument name used in error messages.
+        ordered: keep the given order (for vocabularies whose order defines class indices,
+            e.g. NeSF's one-hot species) and refuse duplicates instead of sorting them away.
 
     Returns:
-        ``list[int]``, sorted, without duplicates.
+        ``list[int]`` without duplicates, sorted (or in the given order with ``ordered``).
 
     Example:
         >>> parse_species(["O", "H", 1])
@@ -52,7 +54,14 @@ def parse_species(species: Any, name: str = "species") -> list[int]:
     except TypeError as exc:
         raise TypeError(f"Expected '{name}' to be a list of chemical symbols or atomic numbers "
                         f"(got {species!r}).") from exc
-    out = {atomic_number(s, name) for s in items}
+    numbers = [atomic_number(s, name) for s in items]
+    if ordered:
+        if not numbers:
+            raise ValueError(f"'{name}' is empty; list the elements to handle, e.g. ['H', 'C'] or [1, 6].")
+        if len(set(numbers)) != len(numbers):
+            raise ValueError(f"Expected '{name}' to list distinct elements (got {list(species)!r}).")
+        return numbers
+    out = set(numbers)
     if not out:
         raise ValueError(f"'{name}' is empty; list the elements to handle, e.g. ['H', 'C'] or [1, 6].")
     return sorted(out)

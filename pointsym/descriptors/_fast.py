@@ -264,6 +264,24 @@ def _pool(n: int) -> Any:
     return _POOL
 
 
+def map_threaded(fn: Any, items: list[Any], threads: int) -> list[Any]:
+    """``[fn(x) for x in items]`` on ``threads`` Python threads, each with single-threaded torch.
+
+    The compiled kernel, vesin and the large torch calls release the GIL, so the threads run in
+    parallel; torch's own thread count is restored afterwards.
+    """
+    if threads <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return list(_pool(threads).map(fn, items))
+    finally:
+        torch.set_num_threads(before)
+
+
 def slot_offsets(n_centres: int, ks: np.ndarray, l_max: int, n_pad: int) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Offsets of the ``(l, species)`` blocks in the flat buffers of :func:`pair_slots` and their sizes."""
     L1, S = l_max + 1, ks.shape[0]

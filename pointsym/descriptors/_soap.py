@@ -690,18 +690,9 @@ class SOAP:
                 X = X[..., :N].contiguous()
             return c0, c1, X if average == "inner" else plan.power_spectrum(X, nc, consts)
 
-        threads_before = torch.get_num_threads()
-        threads = min(threads_before, len(chunks))
-        if threads > 1:
-            # Chunks run concurrently, one Python thread each with single-threaded torch inside: the
-            # kernel releases the GIL and a chunk is only a dozen large torch calls.
-            torch.set_num_threads(1)
-            try:
-                results = list(_fast._pool(threads).map(run, chunks))
-            finally:
-                torch.set_num_threads(threads_before)
-        else:
-            results = map(run, chunks)
+        # Chunks run concurrently, one Python thread each with single-threaded torch inside: the
+        # kernel releases the GIL and a chunk is only a dozen large torch calls.
+        results = _fast.map_threaded(run, list(chunks), min(torch.get_num_threads(), len(chunks)))
         for c0, c1, value in results:
             if average == "inner":
                 assert acc is not None
@@ -751,17 +742,9 @@ class SOAP:
                                           allow_empty=allow_empty)
             return self._split(feats, batch)
 
-        threads = torch.get_num_threads()
-        if fast and threads > 1 and len(groups) > 1:
-            # Compiled path with several groups: one group per Python thread, single-threaded torch
-            # inside (the neighbour search, the kernel and the large torch calls release the GIL).
-            torch.set_num_threads(1)
-            try:
-                results = list(_fast._pool(threads).map(run, groups))
-            finally:
-                torch.set_num_threads(threads)
-        else:
-            results = [run(g) for g in groups]
+        # Compiled path with several groups: one group per Python thread, single-threaded torch
+        # inside (the neighbour search, the kernel and the large torch calls release the GIL).
+        results = _fast.map_threaded(run, groups, torch.get_num_threads() if fast else 1)
         return [p for r in results for p in r]
 
     @staticmethod

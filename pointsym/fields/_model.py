@@ -14,10 +14,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from pointsym.core import CheckpointError, CheckpointMixin, check_choice, check_int, check_positive, warn_deprecated
+from pointsym.core import (
+    CheckpointError,
+    CheckpointMixin,
+    check_choice,
+    check_int,
+    check_positive,
+    parse_species,
+    warn_deprecated,
+)
 from pointsym.core.checkpoints import build_from_state, describe_foreign, trainer_extra
 from pointsym.core.deprecation import renamed_kwargs
-from pointsym.core.species import atomic_number
 
 __all__ = [
     "ALL_ELEMENTS",
@@ -407,16 +414,8 @@ class NeSF(CheckpointMixin, nn.Module):
         species_channels: Sequence[int] = (256, 128),
     ) -> None:
         super().__init__()
-        if isinstance(species, (str, int)):
-            species = [species]
-        try:
-            items = list(species)
-        except TypeError as exc:
-            raise TypeError(f"Expected 'species' to be a sequence of atomic numbers or symbols "
-                            f"(got {species!r}).") from exc
-        vocab = tuple(atomic_number(z, "species") for z in items)
-        if not vocab or len(set(vocab)) != len(vocab):
-            raise ValueError(f"Expected 'species' to be distinct atomic numbers (got {species!r}).")
+        # The vocabulary's order defines the one-hot class indices stored in checkpoints: keep it.
+        vocab = tuple(parse_species(species, "species", ordered=True))
         self.species = vocab
         self.latent_dim = check_int("latent_dim", latent_dim, minimum=1)
         self.box_min = tuple(float(v) for v in box_min)

@@ -12,7 +12,20 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["plot_history", "plt", "savefig"]
+__all__ = ["plot_history", "plt", "savefig", "unit_cube_axes"]
+
+
+def unit_cube_axes(ax: Any) -> None:
+    """Compact 3-D axes for a cloud in the normalised cube [-1, 1]^3 (dimensionless x, y, z):
+    labelled axes, two ticks each, 9 pt text, no panes or grid."""
+    for axis, set_label in zip((ax.xaxis, ax.yaxis, ax.zaxis), (ax.set_xlabel, ax.set_ylabel, ax.set_zlabel),
+                               strict=True):
+        axis.set_ticks([-0.5, 0.5])  # not at ±1: labels of neighbouring axes would meet at the corners
+        axis.set_pane_color((1.0, 1.0, 1.0, 0.0))
+        set_label(axis.axis_name, fontsize=9, labelpad=-10)
+    ax.set(xlim=(-1, 1), ylim=(-1, 1), zlim=(-1, 1))
+    ax.tick_params(labelsize=9, pad=-4)
+    ax.grid(False)
 
 
 def savefig(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:

@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import torch
 
-from pointsym.experiments.common.plotting import plt, savefig
+from pointsym.experiments.common.plotting import plt, savefig, unit_cube_axes
 from pointsym.experiments.common.report import Section
 from pointsym.experiments.csnn.shapes import ShapesConfig, build_model, run
 from pointsym.geometry import icosahedral_rotations, icosphere, random_rotation
@@ -45,14 +45,7 @@ def _plot_grid(points: np.ndarray, grid: np.ndarray, level: int, path) -> None: 
         ax.set_title(f"shell {r + 1} (radius {rad:.2f})", fontsize=10)
         panels.append(ax)
     for ax in panels:  # same scale for all panels: inner shells look smaller
-        for axis, set_label in zip((ax.xaxis, ax.yaxis, ax.zaxis), (ax.set_xlabel, ax.set_ylabel, ax.set_zlabel),
-                                   strict=True):
-            axis.set_ticks([-0.5, 0.5])  # not at ±1: labels of neighbouring axes would meet at the corners
-            axis.set_pane_color((1.0, 1.0, 1.0, 0.0))
-            set_label(axis.axis_name, fontsize=9, labelpad=-10)
-        ax.set(xlim=(-1, 1), ylim=(-1, 1), zlim=(-1, 1))
-        ax.tick_params(labelsize=9, pad=-4)
-        ax.grid(False)
+        unit_cube_axes(ax)
     cax = fig.add_subplot(gs[0, -1].subgridspec(3, 1, height_ratios=(0.15, 0.7, 0.15))[1])
     fig.colorbar(sc, cax=cax, label="grid value\n(sum over channels)")
     savefig(fig, path)

@@ -5,23 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from pointsym.datasets import load_atomistic, load_crystals, load_mnist, load_modelnet10
-from pointsym.experiments.common.plotting import plt, savefig
+from pointsym.experiments.common.plotting import plt, savefig, unit_cube_axes
 from pointsym.experiments.common.report import Section
 from pointsym.geometry import icosahedral_rotations, icosahedron, neighbor_list, vertex_permutation
 
 __all__ = ["stage"]
-
-
-def _unit_cube_axes(ax) -> None:  # noqa: ANN001 - a matplotlib 3-D axes
-    """Compact 3-D axes for a cloud in the normalised grid cube [-1, 1]^3 (dimensionless x, y, z)."""
-    for axis, set_label in zip((ax.xaxis, ax.yaxis, ax.zaxis), (ax.set_xlabel, ax.set_ylabel, ax.set_zlabel),
-                               strict=True):
-        axis.set_ticks([-0.5, 0.5])  # not at ±1: labels of neighbouring axes would meet at the corners
-        axis.set_pane_color((1.0, 1.0, 1.0, 0.0))
-        set_label(axis.axis_name, fontsize=9, labelpad=-10)
-    ax.set(xlim=(-1, 1), ylim=(-1, 1), zlim=(-1, 1))
-    ax.tick_params(labelsize=9, pad=-4)
-    ax.grid(False)
 
 
 def stage(ctx) -> Section:  # noqa: ANN001 - DemoContext, imported lazily by the runner
@@ -44,7 +32,7 @@ def stage(ctx) -> Section:  # noqa: ANN001 - DemoContext, imported lazily by the
         p = pts[np.flatnonzero(labels == c)[0]]
         ax.scatter(p[:, 0], p[:, 1], p[:, 2], s=1, c=p[:, 2], cmap="viridis", vmin=-1, vmax=1)
         ax.set_title(names[c].replace("_", " "), fontsize=10)
-        _unit_cube_axes(ax)
+        unit_cube_axes(ax)
     savefig(fig, ctx.path("data_modelnet10.png"))
 
     # Geometry self-check: the icosahedral group permutes the icosahedron's vertices.
