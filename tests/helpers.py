@@ -103,3 +103,15 @@ def energy_forces_fn(model: Any) -> Any:
         return out["energy"], out["forces"]
 
     return fn
+
+
+# ---------------------------------------------------------------------------- SOAP settings
+
+#: One of each DScribe radial weighting (and a constant ``w0`` alone), for parametrised tests.
+WEIGHTINGS = [
+    {"function": "poly", "r0": 4.0, "c": 1.5, "m": 2},
+    {"function": "pow", "r0": 2.0, "c": 1.0, "d": 1.0, "m": 3},
+    {"function": "exp", "r0": 2.0, "c": 1.0, "d": 0.5},
+    {"w0": 0.3},
+    {"function": "poly", "r0": 3.5, "c": 2.0, "m": 1.5, "w0": 0.0},
+]

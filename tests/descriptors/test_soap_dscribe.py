@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import dscribe_soap, max_rel, random_crystal, random_molecule, rattled_silicon
+from helpers import WEIGHTINGS, dscribe_soap, max_rel, random_crystal, random_molecule, rattled_silicon
 from pointsym.descriptors import SOAP
 
 pytest.importorskip("dscribe")
@@ -64,13 +64,7 @@ def test_polynomial_accurate_mode_keeps_the_harmonics_dscribe_drops():
 
 @pytest.mark.parametrize(
     "weighting",
-    [
-        {"function": "poly", "r0": 4.0, "c": 1.5, "m": 2},
-        {"function": "pow", "r0": 2.0, "c": 1.0, "d": 1.0, "m": 3},
-        {"function": "exp", "r0": 2.0, "c": 1.0, "d": 0.5},
-        {"w0": 0.3},
-        {"function": "poly", "r0": 3.5, "c": 2.0, "m": 1.5, "w0": 0.0},
-    ],
+    WEIGHTINGS,
 )
 @pytest.mark.parametrize("rbf", ["gto", "polynomial"])
 def test_weighting_matches_dscribe(weighting, rbf):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import max_rel, random_crystal, random_molecule, rattled_silicon
+from helpers import WEIGHTINGS, max_rel, random_crystal, random_molecule, rattled_silicon
 from pointsym.descriptors import SOAP, _fast
 
 pytestmark = pytest.mark.skipif(not _fast.HAVE_NUMBA, reason="numba is not installed (or POINTSYM_NO_NUMBA is set)")
@@ -73,13 +73,7 @@ def test_fast_path_matches_torch_engine_molecule(monkeypatch, r_cut, n_max, l_ma
 
 @pytest.mark.parametrize(
     "weighting",
-    [
-        {"function": "poly", "r0": 4.0, "c": 1.5, "m": 2},
-        {"function": "pow", "r0": 2.0, "c": 1.0, "d": 1.0, "m": 3},
-        {"function": "exp", "r0": 2.0, "c": 1.0, "d": 0.5},
-        {"w0": 0.3},
-        {"function": "poly", "r0": 3.5, "c": 2.0, "m": 1.5, "w0": 0.0},
-    ],
+    WEIGHTINGS,
 )
 def test_fast_path_weighting(monkeypatch, weighting):
     fast, exact = _both(monkeypatch, MOL, species=SPECIES, r_cut=4.0, n_max=3, l_max=3, sigma=0.45,
