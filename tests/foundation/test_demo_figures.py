@@ -123,7 +123,7 @@ def test_demo_stage_figures_are_labelled_and_readable(key, tmp_path, monkeypatch
 def test_nesf_demo_finds_the_committed_checkpoint():
     from pointsym.experiments.nesf import demo as demo_nesf
 
-    expected = Path(__file__).resolve().parents[2] / "results" / "nesf" / "nesf_lim_l6.pt"
+    expected = Path(__file__).resolve().parents[2] / "results" / "nesf" / "nesf_lim_l6_118ep.pt"
     assert expected == demo_nesf.CHECKPOINT
 
 

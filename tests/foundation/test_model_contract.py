@@ -346,3 +346,15 @@ def test_pixel_soap_bundles_versioned_and_legacy(tmp_path):
         load_pixel_model(tmp_path / "broken.pt")
     with pytest.raises(CheckpointError, match="pixel-SOAP bundle"):
         PixelMLP.from_checkpoint(tmp_path / "v1.pt")
+
+
+def test_saved_model_file_has_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from pointsym.symmetrize import NeighborMLP
+
+    path = NeighborMLP(r_cut=3.0, hidden=4).save(tmp_path / "m.pt")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask

@@ -2,7 +2,7 @@
 
 Runs the reconstruction algorithm on the exact structure fields of the 20 embedded lim_l6
 test crystals (it must recover every atom), then auto-encodes a few of them with the
-committed checkpoint ``results/nesf/nesf_lim_l6.pt`` and draws true vs reconstructed atoms.
+committed checkpoint ``results/nesf/nesf_lim_l6_118ep.pt`` and draws true vs reconstructed atoms.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pointsym.experiments.common.report import Section
 __all__ = ["CHECKPOINT", "stage"]
 
 # parents[3]: the repository root (this file is pointsym/experiments/nesf/demo.py).
-CHECKPOINT = Path(__file__).resolve().parents[3] / "results" / "nesf" / "nesf_lim_l6.pt"
+CHECKPOINT = Path(__file__).resolve().parents[3] / "results" / "nesf" / "nesf_lim_l6_118ep.pt"
 _N_MODEL = 3  # crystals auto-encoded by the network (about 5-10 s each on one CPU core)
 
 
@@ -42,11 +42,11 @@ def stage(ctx) -> Section:  # noqa: ANN001 - DemoContext, imported lazily by the
         learned, recs, _ = evaluate(model, sub, box="model", params=ReconstructionParams(freeze_tol=1e-3),
                                     device=ctx.device, quiet=ctx.quiet)
         metrics.update({f"model_{k}": v for k, v in learned.items() if k not in ("position_error_actual_nonempty",)})
-        metrics["model_epochs_trained"] = info.get("epochs_run", info.get("epoch"))
+        metrics["model_epochs_trained"] = info.get("epochs_run_total", info.get("epochs_run", info.get("epoch")))
         plot_reconstructions(list(sub), recs, ctx.path("nesf_reconstructions.png"),
                              title="NeSF (committed checkpoint): true atoms (circles) vs reconstructed (dots)")
         images.append(("nesf_reconstructions.png",
-                       f"{_N_MODEL} embedded lim_l6 test crystals auto-encoded by results/nesf/nesf_lim_l6.pt "
+                       f"{_N_MODEL} embedded lim_l6 test crystals auto-encoded by results/nesf/nesf_lim_l6_118ep.pt "
                        f"(trained {metrics['model_epochs_trained']} epochs on CPU; see results/nesf/README.md)"))
         text.append(f"Committed checkpoint on {_N_MODEL} of them (freeze_tol 1e-3 Å for speed): "
                     f"atom-count error {learned['atom_count_error_pct']:.0f} %, position error (actual) "
