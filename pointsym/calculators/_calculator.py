@@ -10,9 +10,9 @@ import torch
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from pointsym.core import CheckpointError, check_choice, read_torch_file, resolve_device
-from pointsym.core.checkpoints import is_model_payload, resolve_model_class, trainer_extra
+from pointsym.core import check_choice, load_model, resolve_device
 from pointsym.structures import batch_structures, energy_and_forces
+from pointsym.symmetrize import ECSE
 
 __all__ = ["PointsymCalculator"]
 
@@ -65,20 +65,8 @@ class PointsymCalculator(Calculator):
             ecse_kwargs: further ECSE settings (e.g. ``{"max_frames": 64}``).
             dtype, device: as for the constructor.
         """
-        raw = read_torch_file(path)
-        if is_model_payload(raw):
-            name, module = raw.get("class"), raw.get("module")
-        else:
-            spec = (trainer_extra(raw, path) or {}).get("model")
-            if not isinstance(spec, dict) or "class" not in spec:
-                raise CheckpointError(f"{str(path)!r} holds no model class and hyper-parameters (it was not written "
-                                      "by pet-train or Model.save).")
-            name, module = spec["class"], None
-        model_cls: Any = resolve_model_class(str(name), module)
-        model = model_cls.from_loaded(raw, path)
-        if ecse and type(model).__name__ != "ECSE":
-            from pointsym.symmetrize import ECSE
-
+        model = load_model(path)
+        if ecse and not isinstance(model, ECSE):
             outputs = getattr(model, "OUTPUTS", "scalar")
             model = ECSE(model, r_cut=float(model.r_cut), outputs=outputs, **(ecse_kwargs or {}))
         return cls(model, dtype=dtype, device=device)

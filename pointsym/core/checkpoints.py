@@ -122,7 +122,8 @@ def _unreadable(path: str | os.PathLike[str], exc: BaseException) -> CheckpointE
     )
 
 
-def read_torch_file(path: str | os.PathLike[str], map_location: Any = "cpu", *, allow_pickle: bool = True) -> Any:
+def read_torch_file(path: str | os.PathLike[str], map_location: Any = "cpu", *, allow_pickle: bool = True,
+                    pickled: bool = False) -> Any:
     """Load a ``torch.save`` file, with ``weights_only=True`` whenever the payload allows.
 
     Args:
@@ -131,6 +132,8 @@ def read_torch_file(path: str | os.PathLike[str], map_location: Any = "cpu", *, 
         allow_pickle: when the payload holds objects the safe loader refuses (numpy arrays,
             RNG states), load it again with full unpickling (default: True; pass False for
             files from untrusted sources, which then raise ``ValueError``).
+        pickled: the payload is known to need full unpickling (Trainer checkpoints hold RNG
+            states): skip the safe attempt instead of reading the file twice.
 
     Raises:
         FileNotFoundError: no such file.
@@ -140,8 +143,11 @@ def read_torch_file(path: str | os.PathLike[str], map_location: Any = "cpu", *, 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {_name(path)} does not exist.")
+    if pickled and not allow_pickle:
+        raise ValueError("read_torch_file: pickled=True needs allow_pickle=True.")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        if not pickled:
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Unsupported global" not in str(exc):
             raise _unreadable(path, exc) from exc
@@ -232,6 +238,10 @@ def check_model_payload(payload: Any, path: str | os.PathLike[str], expected: st
     return payload
 
 
+# The packages that define pointsym's built-in model classes (imported by name, never statically).
+_MODEL_PACKAGES = ("pointsym.models", "pointsym.symmetrize", "pointsym.fields")
+
+
 def resolve_model_class(name: str, module: str | None = None) -> type:
     """The registered model class ``name`` (importing ``module`` if it is a pointsym module)."""
     def pick() -> type | None:
@@ -243,6 +253,13 @@ def resolve_model_class(name: str, module: str | None = None) -> type:
     if cls is None and isinstance(module, str) and (module == "pointsym" or module.startswith("pointsym.")):
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
+        cls = pick()
+    if cls is None and module is None:
+        # Older files (pet-train Trainer checkpoints) name the class only: pointsym's own model
+        # classes live in these packages, so importing them registers every built-in model.
+        for package in _MODEL_PACKAGES:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(package)
         cls = pick()
     if cls is None:
         raise CheckpointError(f"Unknown model class {name!r} (module {module!r}); import the module that defines it "
@@ -484,8 +501,25 @@ class CheckpointMixin:
 
 
 def load_model(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
-    """Rebuild whatever pointsym model a model file holds (its class is imported when it is pointsym's)."""
+    """Rebuild whatever pointsym model a file holds, without knowing its class.
+
+    ``path`` is a model file (``Model.save``) or a Trainer checkpoint whose ``config.extra["model"]``
+    names the class and hypers (``pointsym pet-train``); the class is imported when it is pointsym's.
+    """
     raw = read_torch_file(path, map_location)
-    payload = check_model_payload(raw, path)
-    cls: Any = resolve_model_class(payload["class"], payload.get("module"))
-    return cls.from_loaded(payload, path, map_location)
+    return model_class_of(raw, path).from_loaded(raw, path, map_location)
+
+
+def model_class_of(raw: Any, path: str | os.PathLike[str]) -> Any:
+    """The model class an already loaded model file or ``pet-train``-style Trainer checkpoint holds.
+
+    Raises:
+        CheckpointError: the payload names no model class (``path`` is only used in messages).
+    """
+    if is_model_payload(raw):
+        payload = check_model_payload(raw, path)
+        return resolve_model_class(payload["class"], payload.get("module"))
+    spec = (trainer_extra(raw, path) or {}).get("model")
+    if not isinstance(spec, dict) or not isinstance(spec.get("class"), str):
+        raise CheckpointError(describe_foreign(raw, path, "pointsym model file or pet-train checkpoint"))
+    return resolve_model_class(spec["class"], spec.get("module"))

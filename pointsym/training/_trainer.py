@@ -23,6 +23,7 @@ from pointsym.core import (
     check_choice,
     check_int,
     check_positive,
+    read_torch_file,
 )
 
 __all__ = ["RESUMABLE_CHANGES", "TrainConfig", "Trainer", "barrier", "config_changes", "init_weights",
@@ -140,16 +141,11 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
             checkpoint, or written by a newer format version.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist.")
     hint = ("; delete or move it, or rerun with --restart (which moves old checkpoints aside) to start fresh")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{str(path)!r} is empty, not a readable pointsym checkpoint{hint}.")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # EOFError, UnpicklingError, RuntimeError (zip), OSError, ...
-        raise CheckpointError(f"{str(path)!r} is not a readable pointsym checkpoint ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else 'truncated or corrupt'}){hint}.") from exc
+        ckpt = read_torch_file(path, map_location, pickled=True)
+    except CheckpointError as exc:  # empty, truncated, not a torch file: named, plus what to do here
+        raise CheckpointError(f"{str(exc).rstrip('.')}{hint}.") from exc
     if isinstance(ckpt, dict) and ckpt.get("format") == "pointsym-model":
         cls = ckpt.get("class", "model")
         raise CheckpointError(f"{str(path)!r} is a {cls} model file (written by {cls}.save), not a Trainer "

@@ -3,6 +3,9 @@ ECSE), and it loads from pet-train checkpoints and model files."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -148,6 +151,14 @@ def test_calculator_from_pet_train_checkpoint(tmp_path):
     atoms.calc = calc
     assert np.isfinite(atoms.get_potential_energy())
     assert atoms.get_forces().shape == (8, 3)
+    # A fresh process that never imported pointsym.models: the Trainer checkpoint names the class
+    # only ("PET"), and loading must still find it.
+    code = ("import sys; from pointsym.calculators import PointsymCalculator; "
+            "assert 'pointsym.models.pet' not in sys.modules; "
+            f"print(type(PointsymCalculator.from_checkpoint({str(out / 'checkpoints' / 'best.pt')!r}).model).__name__)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "PET"
 
 
 def test_bad_arguments():

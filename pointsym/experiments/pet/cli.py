@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pointsym.core.checkpoints import model_spec
 from pointsym.experiments.common.cli import (
     add_common_arguments,
     add_dataclass_arguments,
@@ -197,15 +198,11 @@ def build_model(kind: str, species: list[int], args: argparse.Namespace) -> torc
     return NeighborMLP(r_cut=args.r_cut, hidden=args.head_hidden, n_features=args.d_model, species=species)
 
 
-def _model_spec(model: torch.nn.Module) -> dict[str, Any]:
-    return {"class": type(model).__name__, "hypers": model.hypers}
-
-
 def load_model(spec: str, *, species: list[int] | None = None, r_cut: float = 4.0, seed_dims: dict | None = None
                ) -> torch.nn.Module:
     """A model from a ``pet-train`` checkpoint or a ``PET.save`` file, or an untrained ``random:SEED`` PET."""
     from pointsym.core import read_torch_file
-    from pointsym.core.checkpoints import is_model_payload, trainer_extra
+    from pointsym.core.checkpoints import model_class_of
     from pointsym.models.pet import PET
     from pointsym.symmetrize import NeighborMLP
     from pointsym.training import seed_everything
@@ -223,19 +220,11 @@ def load_model(spec: str, *, species: list[int] | None = None, r_cut: float = 4.
         return PET(species, r_cut=r_cut, **dims)
     # A pet-train Trainer checkpoint (hypers in config.extra["model"]) or a model file of PET.save.
     raw = read_torch_file(spec)
-    if is_model_payload(raw):
-        name = raw.get("class")
-    else:
-        extra = trainer_extra(raw, spec)
-        model_spec = (extra or {}).get("model")
-        if not isinstance(model_spec, dict):
-            raise ValueError(f"{spec!r} is a checkpoint without model hyper-parameters (not written by pet-train "
-                             "or PET.save).")
-        name = model_spec.get("class")
-    classes = {"PET": PET, "NeighborMLP": NeighborMLP}
-    if name not in classes:
-        raise ValueError(f"Unknown model class {name!r} in {spec!r} (expected one of {sorted(classes)}).")
-    return classes[name].from_loaded(raw, spec)
+    cls = model_class_of(raw, spec)
+    if cls not in (PET, NeighborMLP):
+        raise ValueError(f"{spec!r} holds a {cls.__name__}, expected a PET or NeighborMLP (a pet-train "
+                         "checkpoint or a PET.save file).")
+    return cls.from_loaded(raw, spec)
 
 
 def symmetrized(model: torch.nn.Module, **kwargs: Any) -> torch.nn.Module:
@@ -382,7 +371,7 @@ def _train_main(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, out_dir=str(out / "checkpoints"),
         device=args.device, quiet=args.quiet, eval_requires_grad=True, grad_clip=args.grad_clip,
         restart=args.restart,
-        extra={"model": _model_spec(model), "data": args.data, "augment": args.augment,
+        extra={"model": model_spec(model), "data": args.data, "augment": args.augment,
                "energy_weight": args.energy_weight, "dtype": args.dtype, "init_from": args.init_from},
     )
     trainer = Trainer(model, loss_fn, config, optimizer=optimizer, scheduler=scheduler, collate_fn=collate)
@@ -411,7 +400,7 @@ def _evaluate_and_write(args: argparse.Namespace, trainer: Any, history: list, t
     model = trainer.load_best().eval()
 
     results: dict[str, Any] = {
-        "data": args.data, "model": _model_spec(model), "n_parameters": sum(p.numel() for p in model.parameters()),
+        "data": args.data, "model": model_spec(model), "n_parameters": sum(p.numel() for p in model.parameters()),
         "augment": args.augment, "epochs_run": len(history), "epochs_requested": args.epochs,
         "best_epoch": trainer.best_epoch, "train_seconds_this_invocation": train_seconds,
         "train_seconds_total": float(sum(h["seconds"] for h in history)),
