@@ -172,8 +172,7 @@ def init_weights(model: torch.nn.Module, path: str | os.PathLike[str], *, flag: 
     file under ``key``. A model of another class or architecture is a ``ValueError`` that
     names the differing hyper-parameters (or parameter shapes) and ``flag``.
     """
-    from pointsym.core import read_torch_file
-    from pointsym.core.checkpoints import is_model_payload
+    from pointsym.core.checkpoints import is_model_payload, trainer_extra
 
     name = str(path)
     raw = read_torch_file(path, map_location="cpu")
@@ -186,18 +185,15 @@ def init_weights(model: torch.nn.Module, path: str | os.PathLike[str], *, flag: 
             raise ValueError(f"{flag} {name!r} holds a {cls} model; this run trains a {type(model).__name__}.")
         stored = raw.get("hypers")
         state = raw.get("state_dict")
-    elif isinstance(raw, dict) and "format_version" in raw and isinstance(raw.get("model"), dict):
-        spec = ((raw.get("config") or {}).get("extra") or {}).get("model")
+    elif (extra := trainer_extra(raw, path)) is not None:
+        spec = extra.get("model")
         stored = spec.get("hypers") if isinstance(spec, dict) and spec.get("class") == type(model).__name__ else None
         state = raw["model"]
     else:
         raise CheckpointError(f"{flag} {name!r} is neither a pointsym model file nor a Trainer checkpoint.")
     if isinstance(stored, dict) and isinstance(hypers, dict):
-        def norm(v: Any) -> Any:
-            return json.loads(json.dumps(v, default=str))
-
         diff = {k: (stored.get(k), hypers.get(k)) for k in sorted(set(stored) | set(hypers))
-                if norm(stored.get(k)) != norm(hypers.get(k))}
+                if _json_norm(stored.get(k)) != _json_norm(hypers.get(k))}
         # Data-derived settings (self energies, boxes) are weights too: compare architecture only.
         diff = {k: v for k, v in diff.items() if k not in ("self_energies",)}
         if diff:
@@ -232,6 +228,11 @@ def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _json_norm(value: Any) -> Any:
+    """``value`` after a JSON round trip, so that tuples equal lists and numpy scalars equal floats."""
+    return json.loads(json.dumps(value, default=str))
+
+
 def config_changes(stored: dict[str, Any], requested: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Settings that differ between a stored run and a requested one, ``{key: (stored, requested)}``.
 
@@ -239,15 +240,12 @@ def config_changes(stored: dict[str, Any], requested: dict[str, Any]) -> dict[st
     (at either level) and keys missing from the stored run (added in a later pointsym) are
     not compared. Values are compared after a JSON round trip (tuples equal lists).
     """
-    def norm(v: Any) -> Any:
-        return json.loads(json.dumps(v, default=str))
-
     a, b = _flatten(stored), _flatten(requested)
     changes = {}
     for key in sorted(set(a) | set(b)):
         if key.split(".")[-1] in RESUMABLE_CHANGES or key not in a:
             continue
-        if key not in b or norm(a[key]) != norm(b[key]):
+        if key not in b or _json_norm(a[key]) != _json_norm(b[key]):
             changes[key] = (a.get(key), b.get(key))
     return changes
 
