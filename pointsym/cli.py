@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pointsym.experiments.pixel_soap.cli",
     "pointsym.experiments.nesf.cli",
     "pointsym.experiments.pet.cli",
+    "pointsym.experiments.dos.cli",
 )
 
 

@@ -2,6 +2,9 @@
 
 - :class:`CSNNClassifier` -- concentric spherical neural network for point-cloud
   classification (icosahedral-rotation equivariant, papers 001/003).
+- :class:`CSNNDOS` -- the atom-centred CSNN density-of-states model (per-atom fingerprints ->
+  per-atom DOS, averaged per structure; spec ``csnn.md`` section 5); its loss is
+  :func:`pointsym.electronic.dos_loss`.
 - :class:`PointNet` -- the PointNet classifier baseline (rotation robustness only through
   augmentation); ``forward(points (B, N, 3)) -> logits``.
 - :class:`PET` -- the Point Edge Transformer interatomic potential (energies, forces by
@@ -10,10 +13,12 @@
 """
 
 from pointsym.models.csnn import CSNNClassifier
+from pointsym.models.csnn_dos import CSNNDOS
 from pointsym.models.pet import PET
 from pointsym.models.pointnet import PointNet, TNet
 
 __all__ = [
+    "CSNNDOS",
     "CSNNClassifier",
     "PET",
     "PointNet",

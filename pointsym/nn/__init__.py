@@ -9,7 +9,10 @@ Concentric spherical networks (CSNN, spec ``csnn.md``):
 - layers on the grid: :class:`IntraSphereConv` (icosphere graph convolution),
   :class:`CoRadialConv` (1-D convolution over shells), :class:`IcoPool` (neighbourhood
   pooling to the next coarser level), :class:`GlobalPool`, :class:`GridBatchNorm`, and the
-  reference layer wrappers :class:`IntraSphereLayer` / :class:`CoRadialLayer`.
+  reference layer wrappers :class:`IntraSphereLayer` / :class:`CoRadialLayer`;
+- atomic structures -> per-atom fingerprints ``(A, 1, V, n_bins)`` (periodic neighbour list,
+  nearest vertex, ``1/|d|``; the CSNN DOS input): :func:`atomic_environment_grid`,
+  :func:`atoms_environment_grid` (from ``ase.Atoms``).
 """
 
 from pointsym.nn._concentric import (
@@ -21,6 +24,7 @@ from pointsym.nn._concentric import (
     IntraSphereConv,
     IntraSphereLayer,
 )
+from pointsym.nn._environments import atomic_environment_grid, atoms_environment_grid
 from pointsym.nn._mapping import (
     ConcentricGridMapping,
     concentric_constant_mapping,
@@ -39,6 +43,8 @@ __all__ = [
     "IcoPool",
     "IntraSphereConv",
     "IntraSphereLayer",
+    "atomic_environment_grid",
+    "atoms_environment_grid",
     "concentric_constant_mapping",
     "concentric_rbf_mapping",
     "group_shells",

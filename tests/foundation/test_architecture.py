@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2] / "pointsym"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("core", "typing"),  # typing: the type aliases (imports only numpy)
     ("geometry",),
-    ("structures",),
+    ("structures", "electronic"),
     ("datasets",),
     ("training",),
     ("descriptors", "nn"),
