@@ -29,7 +29,7 @@ import numpy as np
 
 from pointsym.experiments.dos.structures import FAMILIES, MDSettings, build_pristine, md_snapshots
 
-__all__ = ["DOSDataConfig", "assemble", "generate", "snapshot_plan"]
+__all__ = ["DOSDataConfig", "assemble", "generate", "snapshot_plan", "write_subset"]
 
 METHODS = ("xtb", "gpaw")
 
@@ -212,3 +212,34 @@ def assemble(cfg: DOSDataConfig, out: str | os.PathLike[str], *, generation_seco
     }
     (out / f"manifest_{cfg.method}.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
     return manifest
+
+
+def write_subset(source: str | os.PathLike[str], target: str | os.PathLike[str], *,
+                 per_split: dict[str, int] | None = None, seed: int = 0) -> int:
+    """Write a small subset of an assembled file (the embedded set of tests and demo).
+
+    Takes ``per_split`` structures of every family and split (default 3 train, 1 val, 2 test),
+    chosen at random (seeded), and keeps only what the loader needs (eigenvalues, HOMO/LUMO,
+    electron count; the GFN1-xTB weights are 2 per level). Returns the number written.
+    """
+    import ase.io
+
+    per_split = per_split or {"train": 3, "val": 1, "test": 2}
+    frames = ase.io.read(source, ":", format="extxyz")
+    rng = np.random.default_rng(seed)
+    keep = []
+    for family in dict.fromkeys(a.info["family"] for a in frames):
+        for split, count in per_split.items():
+            idx = [k for k, a in enumerate(frames) if a.info["family"] == family and a.info["split"] == split]
+            keep += sorted(rng.permutation(idx)[:count].tolist())
+    out = []
+    for k in keep:
+        a = frames[k].copy()
+        for key in ("eigenvalue_weights", "occupations", "kpts"):
+            a.info.pop(key, None)
+        a.info["eigenvalues"] = np.round(np.asarray(a.info["eigenvalues"]), 5)
+        a.positions = np.round(a.positions, 5)
+        out.append(a)
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    ase.io.write(target, out, format="extxyz")
+    return len(out)

@@ -11,8 +11,10 @@ Lennard-Jones interlayer term (Girifalco et al. 2000, eps = 2.39 meV, sigma = 3.
 atoms of different layers, which the short-ranged bond-order potential lacks.
 
 Cell sizes are chosen for the Gamma-point-only xTB calculation (see :mod:`.electronic`):
-graphene 6x6 (72 atoms; a 4x4 cell shows a false 3.9 eV gap), graphite 6x6 AB bilayer cell
-(144), nanotubes repeated to >= 14 A along the axis (128-216).
+graphene 9x9 (162 atoms: a 4x4 cell shows a false gap, and with thermal disorder the 6x6 DOS
+still correlates only r = 0.92 with 12x12, 9x9 r = 0.989), graphite 6x6 AB bilayer cell (144;
+r = 0.994 against 6x6x2), nanotubes repeated to >= 14 A along the axis (128-216; r >= 0.955
+against twice or 1.5 times the length, pristine). ``scripts/dos_cell_convergence.py`` measures it.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ __all__ = [
 
 # family -> short description; names follow the CSNN database folders.
 FAMILIES: dict[str, str] = {
-    "Graphene": "graphene 6x6 (72 atoms), 15 A vacuum",
+    "Graphene": "graphene 9x9 (162 atoms), 15 A vacuum",
     "Graphite": "AB graphite 6x6x1 (144 atoms, 2 layers)",
     "C20": "C20 dodecahedral cage (buckygen, Brenner-relaxed), isolated",
     "C40": "C40 cage (buckygen isomer with fewest pentagon adjacencies, lowest xTB energy), isolated",
@@ -215,7 +217,7 @@ def build_pristine(family: str):
 
     _check_family(family)
     if family == "Graphene":
-        atoms = graphene(a=2.46, size=(6, 6, 1), vacuum=_VACUUM)
+        atoms = graphene(a=2.46, size=(9, 9, 1), vacuum=_VACUUM)
     elif family == "Graphite":
         atoms = Graphite(symbol="C", latticeconstant={"a": 2.46, "c": 6.70}, size=(6, 6, 1))
     elif family == "C60":
@@ -304,12 +306,20 @@ def md_snapshots(atoms, temperature_k: float, n_snapshots: int, *, seed: int,
     from ase import units
     from ase.constraints import FixCom
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+    from ase.md.velocitydistribution import Stationary, ZeroRotation
+
+    try:  # ASE >= 3.29; MaxwellBoltzmannDistribution (the same draw) before
+        from ase.md.velocitydistribution import thermalize_momenta
+    except ImportError:  # pragma: no cover - older ASE
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+
+        def thermalize_momenta(atoms, temperature_K, *, rng=None):  # noqa: N803 - ASE's keyword
+            MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
 
     rng = np.random.default_rng(seed)
     atoms = atoms.copy()
     atoms.calc = potential_for(atoms)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_k, rng=rng)
+    thermalize_momenta(atoms, temperature_k, rng=rng)
     Stationary(atoms)
     if not atoms.pbc.any():
         ZeroRotation(atoms)
