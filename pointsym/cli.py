@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "pointsym.experiments.nesf.cli",
     "pointsym.experiments.pet.cli",
     "pointsym.experiments.dos.cli",
+    "pointsym.experiments.csnn_dos.cli",
 )
 
 

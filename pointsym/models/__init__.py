@@ -5,6 +5,10 @@
 - :class:`CSNNDOS` -- the atom-centred CSNN density-of-states model (per-atom fingerprints ->
   per-atom DOS, averaged per structure; spec ``csnn.md`` section 5); its loss is
   :func:`pointsym.electronic.dos_loss`.
+- :class:`DOSHead` -- the spec-5 per-atom DOS head as a module; the DOS baselines
+  :class:`AtomwiseDOSMLP` (per-atom SOAP -> standardisation -> head, exactly invariant) and
+  :class:`PETDOS` (PET with a per-atom DOS head; exact invariance through ECSE around
+  ``PETDOS.per_atom()``), in :mod:`pointsym.models.dos_heads`.
 - :class:`PointNet` -- the PointNet classifier baseline (rotation robustness only through
   augmentation); ``forward(points (B, N, 3)) -> logits``.
 - :class:`PET` -- the Point Edge Transformer interatomic potential (energies, forces by
@@ -14,13 +18,17 @@
 
 from pointsym.models.csnn import CSNNClassifier
 from pointsym.models.csnn_dos import CSNNDOS
+from pointsym.models.dos_heads import PETDOS, AtomwiseDOSMLP, DOSHead
 from pointsym.models.pet import PET
 from pointsym.models.pointnet import PointNet, TNet
 
 __all__ = [
+    "AtomwiseDOSMLP",
     "CSNNDOS",
     "CSNNClassifier",
+    "DOSHead",
     "PET",
+    "PETDOS",
     "PointNet",
     "TNet",
 ]

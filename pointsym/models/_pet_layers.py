@@ -6,21 +6,27 @@ Spec: ``ecse_pet.md`` Part A (Pozdnyakov & Ceriotti, arXiv:2305.19302, SI sectio
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from pointsym.core import check_choice, check_int, check_positive
+from pointsym.structures import batched_neighbor_list
 
 __all__ = [
     "CutoffAttention",
     "MLPHead",
     "PETBlock",
+    "PETGraph",
     "PETTransformer",
     "TransformerLayer",
     "cosine_cutoff",
+    "local_block_outputs",
     "neighbor_layout",
+    "pet_graph",
+    "run_pet_blocks",
 ]
 
 
@@ -219,6 +225,75 @@ class PETBlock(nn.Module):
         if self.bond_head is not None and edge_out.shape[0]:
             atom = atom.index_add(0, edge_center, fc[:, None] * self.bond_head(edge_out))
         return atom, edge_out
+
+
+class PETGraph(NamedTuple):
+    """The edges of a batch as PET's blocks consume them (see :func:`pet_graph`)."""
+
+    centre: torch.Tensor  # (E,) centre atom of every edge, sorted
+    neighbor: torch.Tensor  # (E,) neighbour atom
+    vectors: torch.Tensor  # (E, 3) centre -> neighbour, Å
+    lengths: torch.Tensor  # (E,)
+    fc: torch.Tensor  # (E,) cosine cutoff weights
+    slot: torch.Tensor  # (E,) position of the edge in its centre's padded row
+    has_reverse: torch.Tensor  # (E,) bool
+    reverse: torch.Tensor  # (E,) index of the reverse edge (0 where there is none)
+    max_neighbors: int
+
+
+def pet_graph(positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, batch: torch.Tensor, *,
+              r_cut: float, cutoff_delta: float, min_distance: float) -> PETGraph:
+    """Neighbour list, padded layout, reverse edges and cutoff weights of canonical structure inputs."""
+    i, j, shifts, vectors = batched_neighbor_list(positions, cell, pbc, batch, r_cut=r_cut,
+                                                  min_distance=min_distance)
+    slot, reverse, max_nb = neighbor_layout(i.cpu().numpy(), j.cpu().numpy(), shifts.cpu().numpy(),
+                                            positions.shape[0])
+    dev = positions.device
+    slot_t = torch.as_tensor(slot, device=dev)
+    rev_t = torch.as_tensor(reverse, device=dev)
+    has_rev = rev_t >= 0
+    rev_safe = torch.where(has_rev, rev_t, torch.zeros_like(rev_t))
+    lengths = torch.sqrt((vectors ** 2).sum(dim=1) + 1e-15)
+    fc = cosine_cutoff(lengths, r_cut, cutoff_delta)
+    return PETGraph(i, j, vectors, lengths, fc, slot_t, has_rev, rev_safe, max_nb)
+
+
+def run_pet_blocks(blocks: nn.ModuleList, graph: PETGraph, messages: torch.Tensor, central_index: torch.Tensor,
+                   residual_factor: float) -> torch.Tensor:
+    """Sum over the blocks of their per-atom readouts, ``(N, d_out)`` (spec A.4 with message passing).
+
+    ``messages`` ``(E, d)`` are the first block's edge messages (the neighbour species embedding);
+    after each block but the last, ``m_ij <- residual_factor (m_ij + o_ji)``.
+    """
+    out: torch.Tensor | None = None
+    messages_k = messages
+    for k, block in enumerate(blocks):
+        atom, edge_out = block(graph.vectors, graph.lengths, messages_k, central_index, graph.fc, graph.centre,
+                               graph.slot, graph.max_neighbors)
+        out = (atom.new_zeros(atom.shape) if out is None else out) + atom
+        if k + 1 < len(blocks):
+            incoming = torch.where(graph.has_reverse[:, None], edge_out[graph.reverse], torch.zeros_like(edge_out))
+            messages_k = residual_factor * (messages_k + incoming)
+    if out is None:
+        raise ValueError("PET needs at least one block.")
+    return out
+
+
+def local_block_outputs(block: PETBlock, edge_vectors: torch.Tensor, messages: torch.Tensor,
+                        central_index: torch.Tensor, edge_center: torch.Tensor, r_cut: float,
+                        cutoff_delta: float) -> torch.Tensor:
+    """Per-environment readout ``(M, d_out)`` of one block on isolated environments (the locality protocol).
+
+    ``edge_center`` ``(E,)`` (sorted) gives each edge's environment in ``[0, M)``, ``M = len(central_index)``.
+    """
+    n_env, n_edges = central_index.shape[0], edge_center.shape[0]
+    counts = torch.bincount(edge_center, minlength=n_env)
+    slot = torch.arange(n_edges, device=edge_center.device) - (torch.cumsum(counts, 0) - counts)[edge_center]
+    max_nb = int(counts.max()) if n_env else 0
+    lengths = torch.sqrt((edge_vectors ** 2).sum(dim=1) + 1e-15)
+    fc = cosine_cutoff(lengths, r_cut, cutoff_delta)
+    atom, _ = block(edge_vectors, lengths, messages, central_index, fc, edge_center, slot, max_nb)
+    return atom
 
 
 def check_pet_hypers(d_model: int, n_gnn_layers: int, n_heads: int, cutoff_delta: float, r_cut: float,

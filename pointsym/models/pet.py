@@ -25,12 +25,11 @@ from torch import nn
 
 from pointsym.core import CheckpointMixin, check_int, renamed_kwargs, warn_deprecated
 from pointsym.core.species import parse_species as _parse_species
-from pointsym.models._pet_layers import PETBlock, check_pet_hypers, cosine_cutoff, neighbor_layout
+from pointsym.models._pet_layers import PETBlock, check_pet_hypers, local_block_outputs, pet_graph, run_pet_blocks
 from pointsym.structures import (
     MIN_DISTANCE,
     StructureBatch,
     batch_structures,
-    batched_neighbor_list,
     check_structure_inputs,
     composition_baseline,
     predict_structures,
@@ -212,14 +211,9 @@ class PET(CheckpointMixin, nn.Module):
             raise ValueError(f"PET.atomic_outputs_local needs n_gnn_layers == 1 (got {self.n_gnn_layers}): with "
                              "message passing an atom's energy depends on more than its own environment.")
         idx = self._species_to_index(center_numbers)
-        n_env, n_edges = center_numbers.shape[0], edge_center.shape[0]
-        counts = torch.bincount(edge_center, minlength=n_env)
-        slot = torch.arange(n_edges, device=edge_center.device) - (torch.cumsum(counts, 0) - counts)[edge_center]
-        max_nb = int(counts.max()) if n_env else 0
-        lengths = torch.sqrt((edge_vectors ** 2).sum(dim=1) + 1e-15)
-        fc = cosine_cutoff(lengths, self.r_cut, self.cutoff_delta)
         messages = self.neighbor_embedding(self._species_to_index(edge_numbers))
-        atom, _ = self.blocks[0](edge_vectors, lengths, messages, idx, fc, edge_center, slot, max_nb)
+        atom = local_block_outputs(self.blocks[0], edge_vectors, messages, idx, edge_center, self.r_cut,
+                                   self.cutoff_delta)
         return atom[:, 0] * self.energy_scale + self.self_energies[idx]
 
     # ------------------------------------------------------------------ forward
@@ -243,25 +237,10 @@ class PET(CheckpointMixin, nn.Module):
             raise TypeError(f"'positions' dtype {positions.dtype} differs from the model dtype {param.dtype}; "
                             f"cast the inputs or call model.to({positions.dtype}).")
         idx = self._species_to_index(numbers)
-        i, j, shifts, vectors = batched_neighbor_list(positions, cell, pbc, batch, r_cut=self.r_cut,
-                                                      min_distance=self.min_distance)
-        slot, reverse, max_nb = neighbor_layout(i.cpu().numpy(), j.cpu().numpy(), shifts.cpu().numpy(),
-                                                positions.shape[0])
-        dev = positions.device
-        slot_t = torch.as_tensor(slot, device=dev)
-        rev_t = torch.as_tensor(reverse, device=dev)
-        has_rev = rev_t >= 0
-        rev_safe = torch.where(has_rev, rev_t, torch.zeros_like(rev_t))
-        lengths = torch.sqrt((vectors ** 2).sum(dim=1) + 1e-15)
-        fc = cosine_cutoff(lengths, self.r_cut, self.cutoff_delta)
-        messages = self.neighbor_embedding(idx[j])
-        out = positions.new_zeros(positions.shape[0], 1)
-        for k, block in enumerate(self.blocks):
-            atom, edge_out = block(vectors, lengths, messages, idx, fc, i, slot_t, max_nb)
-            out = out + atom
-            if k + 1 < len(self.blocks):
-                incoming = torch.where(has_rev[:, None], edge_out[rev_safe], torch.zeros_like(edge_out))
-                messages = self.residual_factor * (messages + incoming)
+        graph = pet_graph(positions, cell, pbc, batch, r_cut=self.r_cut, cutoff_delta=self.cutoff_delta,
+                          min_distance=self.min_distance)
+        out = run_pet_blocks(self.blocks, graph, self.neighbor_embedding(idx[graph.neighbor]), idx,
+                             self.residual_factor)
         return out[:, 0] * self.energy_scale + self.self_energies[idx]
 
     @renamed_kwargs(species="numbers")

@@ -24,12 +24,12 @@ def _tiny_config(**kw):
 
 def test_c20_cage_is_a_fullerene():
     pytest.importorskip("sage_wheels", reason="the C20/C40 cages need passagemath-buckygen")
-    from pointsym.experiments.dos.structures import _faces, build_pristine, buckygen_fullerenes
+    from pointsym.experiments.dos.structures import buckygen_fullerenes, build_pristine, planar_faces
 
     graphs = buckygen_fullerenes(40)
     assert len(graphs) == 40  # the 40 isomers of C40 (Fowler & Manolopoulos)
     assert len(buckygen_fullerenes(20)) == 1
-    faces = _faces(buckygen_fullerenes(20)[0])
+    faces = planar_faces(buckygen_fullerenes(20)[0])
     assert sorted(len(f) for f in faces) == [5] * 12
     atoms = build_pristine("C20")
     d = atoms.get_all_distances()

@@ -115,7 +115,7 @@ def buckygen_fullerenes(n_atoms: int) -> list[list[list[int]]]:
     return [g for g in graphs if len(g) == n_atoms]
 
 
-def _faces(adj: list[list[int]]) -> list[list[int]]:
+def planar_faces(adj: list[list[int]]) -> list[list[int]]:
     """Faces of an embedded planar graph from its rotation system (neighbours in cyclic order)."""
     seen, faces = set(), []
     for u in range(len(adj)):
@@ -136,7 +136,7 @@ def _faces(adj: list[list[int]]) -> list[list[int]]:
 
 def pentagon_adjacencies(adj: list[list[int]]) -> int:
     """Number of edges shared by two pentagons (fewer is more stable for small fullerenes)."""
-    pent = [set(f) for f in _faces(adj) if len(f) == 5]
+    pent = [set(f) for f in planar_faces(adj) if len(f) == 5]
     return sum(len(pent[i] & pent[j]) == 2 for i in range(len(pent)) for j in range(i + 1, len(pent)))
 
 
