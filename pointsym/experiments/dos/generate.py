@@ -127,6 +127,7 @@ def generate(cfg: DOSDataConfig, out: str | os.PathLike[str], *, quiet: bool = F
 
     out = Path(out)
     plan = snapshot_plan(cfg)
+    restored = _restore_cache(cfg, out, plan)
     todo = [it for it in plan if not _cache_path(out, cfg.method, it).is_file()]
     t0 = time.perf_counter()
     if todo:
@@ -144,6 +145,7 @@ def generate(cfg: DOSDataConfig, out: str | os.PathLike[str], *, quiet: bool = F
             for k, snap in enumerate(md_snapshots(pristine[family], temp, n_run, seed=items[0]["md_seed"],
                                                   settings=cfg.md)):
                 if k not in wanted:
+                    _check_replay(restored, (family, temp, _traj, k), snap)
                     continue
                 snap.info.clear()
                 t1 = time.perf_counter()
@@ -154,6 +156,54 @@ def generate(cfg: DOSDataConfig, out: str | os.PathLike[str], *, quiet: bool = F
         if hasattr(bar, "close"):
             bar.close()
     return assemble(cfg, out, generation_seconds=time.perf_counter() - t0)
+
+
+def _restore_cache(cfg: DOSDataConfig, out: Path, plan: list[dict[str, Any]]) -> dict[tuple, np.ndarray]:
+    """Refill missing cache files from an assembled ``carbon_dos_<method>.extxyz.gz`` in ``out``.
+
+    The cache is not committed, the assembled file is: a later session (or another machine)
+    resumes from it. Returns the positions of every restored snapshot, keyed by (family,
+    temperature, trajectory, index), so that the replayed MD can be checked against them.
+    """
+    import ase.io
+
+    path = out / f"carbon_dos_{cfg.method}.extxyz.gz"
+    if not path.is_file():
+        return {}
+    by_key = {(it["family"], it["temperature"], it["traj"], it["index"]): it for it in plan}
+    positions: dict[tuple, np.ndarray] = {}
+    for a in ase.io.read(path, ":", format="extxyz"):
+        key = (a.info["family"], float(a.info["temperature"]), a.info["traj"], int(a.info["index"]))
+        item = by_key.get(key)
+        if item is None or a.info.get("method", cfg.method) != cfg.method:
+            continue
+        positions[key] = a.positions.copy()
+        cache = _cache_path(out, cfg.method, item)
+        if cache.is_file():
+            continue
+        n_k = int(np.prod(a.info.get("kpts", [1, 1, 1])))
+        eig = np.asarray(a.info["eigenvalues"])
+        shape = (-1,) if cfg.method == "xtb" else (n_k, -1)
+        result = {"eigenvalues": eig.reshape(shape), "weights": np.asarray(a.info["eigenvalue_weights"]).reshape(shape),
+                  "occupations": np.asarray(a.info["occupations"]).reshape(shape),
+                  "energy": float(a.info["total_energy"]), "homo": float(a.info["homo"]),
+                  "lumo": float(a.info["lumo"]), "n_electrons": float(a.info["n_electrons"]),
+                  "kpts": np.asarray(a.info.get("kpts", [1, 1, 1])).tolist()}
+        _write_cache(cache, a, item, result, float(a.info.get("seconds", 0.0)))
+    return positions
+
+
+def _check_replay(restored: dict[tuple, np.ndarray], key: tuple, snap) -> None:
+    """The replayed MD must reproduce a restored snapshot; else the environment changed."""
+    ref = restored.get(key)
+    if ref is None:
+        return
+    diff = float(np.abs(ref - snap.positions).max())
+    if diff > 1e-5:
+        raise RuntimeError(
+            f"Replaying the MD of {key} does not reproduce the stored snapshot (max |dr| = {diff:.2e} A): the "
+            "MD codes or their versions differ from the ones that made the data set (see manifest_*.json). "
+            "Install those versions, or generate into a new --out.")
 
 
 def assemble(cfg: DOSDataConfig, out: str | os.PathLike[str], *, generation_seconds: float = 0.0) -> dict[str, Any]:
@@ -186,6 +236,7 @@ def assemble(cfg: DOSDataConfig, out: str | os.PathLike[str], *, generation_seco
                 "traj": it["traj"], "index": it["index"], "method": cfg.method,
                 "total_energy": meta["energy"], "homo": meta["homo"], "lumo": meta["lumo"],
                 "n_electrons": meta["n_electrons"], "kpts": np.asarray(meta["kpts"], dtype=int),
+                "seconds": float(meta["seconds"]),
                 "eigenvalues": z["eigenvalues"].reshape(-1).astype(np.float64),
                 "eigenvalue_weights": z["weights"].reshape(-1).astype(np.float64),
                 "occupations": z["occupations"].reshape(-1).astype(np.float64),
