@@ -21,7 +21,7 @@ import torch
 from pointsym.core import MODEL_FORMAT, MODEL_FORMAT_VERSION, CheckpointError, load_model
 from pointsym.experiments.pixel_soap.models import DeepAutoencoder, LinearAutoencoder, PatchCNN, PixelMLP
 from pointsym.fields import NeSF, load_nesf, save_nesf
-from pointsym.models import PET, CSNNClassifier, PointNet
+from pointsym.models import CSNNDOS, PET, PETDOS, AtomwiseDOSMLP, CSNNClassifier, PointNet
 from pointsym.symmetrize import ECSE, NeighborMLP
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,6 +69,43 @@ def _patches(patch):
     return (torch.rand(2, 1, patch, patch, generator=g, dtype=torch.float64),)
 
 
+def _carbon_frames():
+    """Two small carbon structures: a rattled periodic diamond cell and an isolated ring."""
+    from ase.build import bulk, molecule
+
+    diamond = bulk("C", "diamond", a=3.567, cubic=True)
+    diamond.rattle(0.05, seed=6)
+    benzene = molecule("C6H6")
+    ring = benzene[[i for i, z in enumerate(benzene.numbers) if z == 6]]
+    ring.rattle(0.05, seed=7)
+    return [diamond, ring]
+
+
+def _carbon_inputs():
+    from pointsym.structures import batch_structures
+
+    sb = batch_structures(_carbon_frames(), dtype=torch.float64)
+    return (sb.positions, sb.numbers, sb.cell, sb.pbc, sb.batch)
+
+
+def _csnn_dos_inputs():
+    """Fingerprint grids (level 1, 4 bins) of the carbon structures, their structure index and count."""
+    from pointsym.nn import atomic_environment_grid
+
+    positions, numbers, cell, pbc, batch = _carbon_inputs()
+    grid = atomic_environment_grid(positions, numbers, cell, pbc, batch, level=1, n_bins=4, r_min=1.0, r_cut=3.5)
+    return (grid, batch, 2)
+
+
+def _soap_dos_inputs():
+    """SOAP features (n_max 2, l_max 2, the AtomwiseDOSMLP case's settings) of the carbon structures and batch."""
+    from pointsym.models.dos_heads import SOAPFeaturizer
+
+    feats = SOAPFeaturizer(("C",), r_cut=3.5, n_max=2, l_max=2).featurize(_carbon_frames())
+    batch = torch.cat([torch.full((len(f),), k, dtype=torch.long) for k, f in enumerate(feats)])
+    return (torch.as_tensor(np.concatenate(feats), dtype=torch.float64), batch, 2)
+
+
 # name -> (build(), inputs(), rebuild(hypers, original) -> untrained model of the same architecture)
 CASES = {
     "PET": (lambda: _tiny_pet(), _structure_inputs, None),
@@ -104,6 +141,19 @@ CASES = {
     "LinearAutoencoder": (lambda: LinearAutoencoder(10, 3), lambda: _rows(10), None),
     "DeepAutoencoder": (lambda: DeepAutoencoder(10, 3, h_m=2), lambda: _rows(10), None),
     "PatchCNN": (lambda: PatchCNN(patch=9, n_classes=3, channels=(4, 4)), lambda: _patches(9), None),
+    "CSNNDOS": (
+        lambda: CSNNDOS(level=1, n_bins=4, n_energies=20, r_cut=3.5, base_width=4, hidden=(8,), e_min=-2.0),
+        _csnn_dos_inputs, None,
+    ),
+    "AtomwiseDOSMLP": (
+        lambda: AtomwiseDOSMLP(20, r_cut=3.5, n_max=2, l_max=2, hidden=(8,), e_min=-2.0),
+        _soap_dos_inputs, None,
+    ),
+    "PETDOS": (
+        lambda: PETDOS(r_cut=3.0, n_energies=20, d_model=8, n_gnn_layers=1, n_trans_layers=1, n_heads=2,
+                       dim_feedforward=16, head_hidden=8, n_features=6, hidden=(8,), e_min=-2.0),
+        _carbon_inputs, None,
+    ),
 }
 
 

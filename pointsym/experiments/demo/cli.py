@@ -25,6 +25,7 @@ STAGES: list[tuple[str, str]] = [
     ("data", "pointsym.experiments.data.demo:stage"),
     ("soap", "pointsym.experiments.soap.demo:stage"),
     ("csnn", "pointsym.experiments.csnn.demo:stage"),
+    ("csnn_dos", "pointsym.experiments.csnn_dos.demo:stage"),
     ("pixel_soap", "pointsym.experiments.pixel_soap.demo:stage"),
     ("nesf", "pointsym.experiments.nesf.demo:stage"),
     ("pet", "pointsym.experiments.pet.demo:stage"),
