@@ -106,7 +106,8 @@ def _run_stage(key: str, tmp_path: Path, monkeypatch) -> object:  # noqa: ANN001
 
 @pytest.mark.parametrize("key", [
     "data", "soap", "pixel_soap", "nesf",
-    pytest.param("csnn", marks=pytest.mark.slow), pytest.param("pet", marks=pytest.mark.slow),
+    pytest.param("csnn", marks=pytest.mark.slow), pytest.param("csnn_dos", marks=pytest.mark.slow),
+    pytest.param("pet", marks=pytest.mark.slow),
 ])
 def test_demo_stage_figures_are_labelled_and_readable(key, tmp_path, monkeypatch, inspected):
     section = _run_stage(key, tmp_path, monkeypatch)
