@@ -106,13 +106,16 @@ def gpaw_single_point(atoms, *, kpt_density: float = 3.0, basis: str = "dzp", sm
     w_k = np.asarray(calc.get_k_point_weights())  # sums to 1
     weights = np.repeat((2.0 * w_k)[:, None], eig.shape[1], axis=1)
     e_f = float(calc.get_fermi_level())
+    # GPAW's occupation numbers include the k-point weight (summing to 1) and the spin factor 2
+    per_level = occ / w_k[:, None]
+    homo, lumo = _edges(eig.reshape(-1), per_level.reshape(-1), 2.0)
     return {
         "eigenvalues": eig,
         "weights": weights,
-        "occupations": occ * 2.0 if abs(occ.sum() * 2 - calc.get_number_of_electrons()) < 1e-3 else occ,
+        "occupations": per_level,
         "energy": float(energy),
-        "homo": float(eig[eig <= e_f].max()),
-        "lumo": float(eig[eig > e_f].min()),
+        "homo": homo,
+        "lumo": lumo,
         "e_fermi": e_f,
         "n_electrons": float(calc.get_number_of_electrons()),
         "kpts": kpts,
