@@ -6,6 +6,7 @@ Architecture (reference ModelNet40 model, here with configurable sizes):
 2. for ``i = 0 ... L-1`` at level ``L - i``: intra-sphere (graph) layers, co-radial layers,
    record the global max over shells and vertices, max-pool to level ``L - i - 1``;
 3. at level 0 (12 vertices): intra-sphere layers, co-radial layers, global max;
+   (``global_pool="mean+max"``, an option: the global mean beside the max, concatenated);
 4. concatenate the ``L + 1`` recorded feature vectors and classify with an MLP
    (dropout -> linear -> batch norm -> ReLU, twice, then dropout -> linear).
 
@@ -56,6 +57,8 @@ class CSNNClassifier(CheckpointMixin, nn.Module):
         mapping: ``"rbf"`` (reference) or ``"constant"``; see :class:`pointsym.nn.ConcentricGridMapping`.
         threshold: RBF threshold ``T`` (default 0.01).
         center: centre each cloud on its centroid before mapping (default True).
+        radial: ``"hard"`` (reference) or ``"soft"`` radial assignment of the points to the
+            shells (linear between the two nearest shells); see :mod:`pointsym.nn._mapping`.
         base_width: channels of the first graph block; block ``i`` uses ``base_width * 2**i``
             graph channels and twice that many co-radial channels (default 32).
         gconv_dims, radial_dims: explicit channels per block (``L + 1`` entries each);
@@ -65,6 +68,9 @@ class CSNNClassifier(CheckpointMixin, nn.Module):
         radial_kernel: odd co-radial kernel size (default 3).
         pool: ``"max"`` (reference) or ``"mean"`` neighbourhood pooling.
         readout: ``"concat"`` (global max of every block, reference) or ``"last"``.
+        global_pool: invariant pooling over shells and vertices of each read-out block:
+            ``"max"`` (reference) or ``"mean+max"`` (both, concatenated max then mean, which
+            doubles the head's input width).
         hidden: hidden sizes of the head (default (512, 256)).
         dropout: dropout before every linear layer of the head (default 0.14).
 
@@ -91,6 +97,8 @@ class CSNNClassifier(CheckpointMixin, nn.Module):
         radial_kernel: int = 3,
         pool: str = "max",
         readout: str = "concat",
+        global_pool: str = "max",
+        radial: str = "hard",
         hidden: Sequence[int] = (512, 256),
         dropout: float = 0.14,
     ) -> None:
@@ -109,6 +117,8 @@ class CSNNClassifier(CheckpointMixin, nn.Module):
         self.radial_layers = _int_list("radial_layers", radial_layers, n_blocks,
                                        [2] * max(self.level - 1, 0) + [1] * min(2, n_blocks), 1)
         self.readout = check_choice("readout", readout, ("concat", "last"))
+        self.global_pool_kind = check_choice("global_pool", global_pool, ("max", "mean+max"))
+        radial = check_choice("radial", radial, ("hard", "soft"))
         dropout = check_positive("dropout", dropout, allow_zero=True)
         if dropout >= 1:
             raise ValueError(f"Expected 'dropout' in [0, 1) (got {dropout}).")
@@ -121,9 +131,15 @@ class CSNNClassifier(CheckpointMixin, nn.Module):
             "radial_kernel": int(radial_kernel), "pool": pool, "readout": self.readout, "hidden": list(hidden),
             "dropout": float(dropout),
         }
+        # Options added later are stored only when they differ from the reference, so model
+        # files written before they existed still compare equal (init_weights, --init-from).
+        if self.global_pool_kind != "max":
+            self._hypers["global_pool"] = self.global_pool_kind
+        if radial != "hard":
+            self._hypers["radial"] = radial
 
         self.mapping = ConcentricGridMapping(self.level, self.n_shells, self.n_channels, mapping=mapping,
-                                             threshold=threshold, center=center)
+                                             threshold=threshold, center=center, radial=radial)
         self.blocks = nn.ModuleList()
         self.pools = nn.ModuleList()
         f_in = self.n_channels
@@ -140,8 +156,11 @@ class CSNNClassifier(CheckpointMixin, nn.Module):
                 self.pools.append(IcoPool(lvl, pool))
             f_in = self.radial_dims[i]
         self.global_pool = GlobalPool("max")
+        self.global_mean = GlobalPool("mean") if self.global_pool_kind == "mean+max" else None
         head: list[nn.Module] = []
         width = sum(self.radial_dims) if self.readout == "concat" else self.radial_dims[-1]
+        if self.global_mean is not None:
+            width *= 2
         for h in hidden:
             head += [nn.Dropout(dropout), nn.Linear(width, h), nn.BatchNorm1d(h), nn.ReLU()]
             width = h
@@ -159,7 +178,11 @@ class CSNNClassifier(CheckpointMixin, nn.Module):
                 m.reset_parameters()
 
     def embed_grid(self, grid: torch.Tensor) -> torch.Tensor:
-        """Invariant features ``(B, sum(radial_dims))`` (or ``(B, radial_dims[-1])``) of a grid."""
+        """Invariant features ``(B, sum(radial_dims))`` (or ``(B, radial_dims[-1])``) of a grid.
+
+        With ``global_pool="mean+max"`` every block contributes its global max and then its
+        global mean, so the width doubles.
+        """
         n_v = self.mapping.n_vertices
         want = (self.n_shells, n_v, self.n_channels)
         if not isinstance(grid, torch.Tensor) or grid.ndim != 4 or tuple(grid.shape[1:]) != want:
@@ -170,9 +193,13 @@ class CSNNClassifier(CheckpointMixin, nn.Module):
         for i, block in enumerate(self.blocks):
             h = block(h)
             feats.append(self.global_pool(h))
+            if self.global_mean is not None:
+                feats.append(self.global_mean(h))
             if i < len(self.pools):
                 h = self.pools[i](h)
-        return torch.cat(feats, dim=-1) if self.readout == "concat" else feats[-1]
+        if self.readout == "last":
+            feats = feats[-2:] if self.global_mean is not None else feats[-1:]
+        return torch.cat(feats, dim=-1) if len(feats) > 1 else feats[0]
 
     def forward_grid(self, grid: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, n_classes)`` from a precomputed grid ``(B, R, V, C)``."""
@@ -189,4 +216,4 @@ class CSNNClassifier(CheckpointMixin, nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return (f"level={self.level}, n_shells={self.n_shells}, n_channels={self.n_channels}, "
                 f"n_classes={self.n_classes}, gconv_dims={self.gconv_dims}, radial_dims={self.radial_dims}, "
-                f"readout={self.readout!r}, parameters={n:,}")
+                f"readout={self.readout!r}, global_pool={self.global_pool_kind!r}, parameters={n:,}")

@@ -9,6 +9,25 @@ constant number of grid values (its 3 nearest vertices, or 1), found with the ex
 cube-map look-up of :func:`pointsym.geometry.nearest_vertices`. Because the icosahedral
 rotations permute the icosphere vertices, rotating the cloud by one of them permutes the
 vertex axis of the grid (up to round-off).
+
+Radial assignment (``radial=``): ``"hard"`` (the reference) puts a point at normalised radius
+``rho`` into the one shell whose cell ``[r/R, (r+1)/R)`` holds it (the last one closed at 1).
+``"soft"`` (an option, not in the reference code) splits it between the two shells whose
+radii bracket ``rho``, with linear weights: shell ``i`` sits at the mean radius of its fine
+spheres, ``a_i = (i + (C+1)/(2C)) / R`` (the sphere ``(i+1)/R`` for ``C = 1``, so the point
+is shared by the two spheres that bound its cell, the paper's two-triangle neighbourhood), and
+``a_i <= rho <= a_{i+1}`` gives weights ``(a_{i+1} - rho) R`` to shell ``i`` and
+``(rho - a_i) R`` to shell ``i + 1``; below ``a_0`` or above ``a_{R-1}`` the point stays in the
+first or last shell. The constant mapping interpolates between its ``R C`` fine shells (spheres
+``(f+1)/(R C)``). The weights of a point sum to 1 and depend on ``rho`` only, so the grid still
+permutes under the icosahedral rotations and the constant mapping's total is that of ``"hard"``.
+
+Degenerate clouds (:func:`_normalise`): a cloud whose valid points all coincide (zero extent,
+or an extent at round-off level, at most ``64 eps`` times its distance from the origin) has
+no scale. It is mapped as if every point were at the centre: all its weight goes to the
+innermost shell, spread uniformly over the vertices (as for a single point at the centroid).
+The grid is finite, deterministic and fixed by every rotation. NaN or infinite coordinates
+are a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -34,6 +53,12 @@ __all__ = [
 # Points closer than this (relative to the cloud radius) to the centre have no defined
 # direction; they are spread evenly over all vertices so that the grid stays symmetric.
 _ORIGIN_EPS = 1e-9
+
+# A centred cloud whose radius is at most this many machine epsilons of its distance from the
+# origin is degenerate: what is left after subtracting the centroid is round-off, not shape.
+_EXTENT_ULPS = 64.0
+
+RADIAL = ("hard", "soft")
 
 
 @cache
@@ -111,7 +136,13 @@ def _as_mask(mask: Any, shape: tuple[int, int], device: Any) -> torch.Tensor | N
 
 
 def _normalise(points: torch.Tensor, mask: torch.Tensor | None, center: bool, name: str) -> torch.Tensor:
-    """Centre (optionally) and scale each cloud to unit max norm over its valid points."""
+    """Centre (optionally) and scale each cloud to unit max norm over its valid points.
+
+    A degenerate cloud (see the module docstring: zero extent, or at most ``64 eps`` times
+    its largest distance from the origin; with ``center=False`` all points at the origin)
+    is returned as all zeros, i.e. every point at the centre, which the mappings spread
+    evenly over the vertices of the innermost shell. No division by a zero radius happens.
+    """
     if mask is None:
         w = torch.ones(points.shape[:2], dtype=points.dtype, device=points.device)
     else:
@@ -120,15 +151,35 @@ def _normalise(points: torch.Tensor, mask: torch.Tensor | None, center: bool, na
     if bool((count == 0).any()):
         b = int(torch.nonzero(count == 0)[0])
         raise ValueError(f"Cloud {b} of '{name}' has no valid points (mask is all False); pass at least one point.")
+    scale = (points.norm(dim=-1) * w).amax(1)  # distance of the farthest valid point from the origin
     if center:
         points = points - (points * w[..., None]).sum(1, keepdim=True) / count[:, None, None]
     radius = (points.norm(dim=-1) * w).amax(1)
-    if bool((radius <= 0).any()):
-        b = int(torch.nonzero(radius <= 0)[0])
-        what = "coincide (zero extent)" if center else "are at the origin"
-        raise ValueError(f"All points of cloud {b} of '{name}' {what}, so the cloud cannot be scaled to the "
-                         "unit ball; pass clouds with a non-zero radius.")
-    return points / radius[:, None, None]
+    degenerate = radius <= _EXTENT_ULPS * torch.finfo(points.dtype).eps * scale  # radius 0 included
+    if not bool(degenerate.any()):
+        return points / radius[:, None, None]
+    safe = torch.where(degenerate, torch.ones_like(radius), radius)
+    out = points / safe[:, None, None]
+    return torch.where(degenerate[:, None, None], torch.zeros_like(out), out)
+
+
+def _radial_terms(rho: torch.Tensor, n_shells: int, radial: str,
+                  n_sub: int = 1) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Shells and weights of each point: ``[(shell (B, N) long, weight (B, N) or None), ...]``.
+
+    ``"hard"``: one term, shell ``floor(rho R)`` (the last shell closed at ``rho = 1``),
+    weight 1 (``None``). ``"soft"``: two terms, the shells whose radii
+    ``a_i = (i + (n_sub + 1) / (2 n_sub)) / R`` bracket ``rho``, linear weights summing to 1
+    (see the module docstring; ``n_sub`` is the number of fine spheres per shell).
+    """
+    if radial == "hard":
+        return [((rho.detach() * n_shells).floor().clamp(0, n_shells - 1).long(), None)]
+    offset = (n_sub + 1) / (2 * n_sub)
+    t = (rho * n_shells - offset).clamp(0.0, float(n_shells - 1))  # shell i at t = i
+    lo = t.detach().floor().clamp(0, max(n_shells - 2, 0)).long()
+    frac = (t - lo.to(t.dtype)).clamp(0.0, 1.0)
+    hi = (lo + 1).clamp(max=n_shells - 1)
+    return [(lo, 1.0 - frac), (hi, frac)]
 
 
 def _polar(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -153,6 +204,7 @@ def concentric_rbf_mapping(
     threshold: float = 0.01,
     center: bool = True,
     mask: Any = None,
+    radial: str = "hard",
 ) -> torch.Tensor:
     """Gaussian-RBF mapping of point clouds onto a concentric icosphere grid (kernel mapping).
 
@@ -173,11 +225,18 @@ def concentric_rbf_mapping(
         center: subtract each cloud's centroid first (default True; the reference code
             does not centre, which makes translated clouds map off-centre).
         mask: optional bool ``(B, N)``; False marks padding points that are ignored.
+        radial: ``"hard"`` (default, the reference: only the point's own shell ``r``) or
+            ``"soft"``: the point's values are computed as above for each of the two shells
+            whose radii bracket it (module docstring) and added with the linear weights.
+
+    A degenerate cloud (all points coinciding) is mapped as if all its points were at the
+    centre (module docstring).
 
     Returns:
         ``(B, R, V, C)`` (or ``(R, V, C)`` for an unbatched cloud), dtype and device of ``points``.
     """
     level, n_shells, n_channels = _check_grid_args(level, n_shells, n_channels)
+    radial = check_choice("radial", radial, RADIAL)
     gam = rbf_gammas(level, n_shells, threshold)
     pts, single = _as_points("points", points)
     mask_t = _as_mask(mask, tuple(pts.shape[:2]), pts.device)
@@ -188,20 +247,25 @@ def concentric_rbf_mapping(
     verts = torch.as_tensor(np.array(icosphere(level).vertices), dtype=p.dtype, device=p.device)
     gamma = torch.as_tensor(gam, dtype=p.dtype, device=p.device)
     nv = nearest_vertices(dirs, level, k)  # (B, N, k)
-    shell = (rho.detach() * n_shells).floor().clamp(0, n_shells - 1).long()  # (B, N)
     chan = torch.arange(n_channels, device=p.device)
-    rad = (shell[..., None] * n_channels + chan + 1).to(p.dtype) / (n_shells * n_channels)  # (B, N, C)
     # |rho_f v - p|^2 = (rho_f - rho)^2 + rho_f rho |v - p_hat|^2 (exact for unit v; avoids
     # forming the (B, N, k, C, 3) differences and cancellation in float32).
     chord2 = ((verts[nv] - dirs[:, :, None, :]) ** 2).sum(-1)  # (B, N, k)
-    d2 = (rad - rho[..., None])[:, :, None, :] ** 2 + (rad * rho[..., None])[:, :, None, :] * chord2[..., None]
-    val = torch.exp(-gamma[shell][..., None, None] * d2)
     keep = ~origin if mask_t is None else (~origin & mask_t)
-    val = val * keep[..., None, None].to(p.dtype)
-    idx = (((torch.arange(b, device=p.device)[:, None, None, None] * n_shells + shell[..., None, None]) * n_v
-            + nv[..., None]) * n_channels + chan)  # (B, N, k, C)
+    idxs, vals = [], []
+    for shell, weight in _radial_terms(rho, n_shells, radial, n_channels):  # shell (B, N)
+        rad = (shell[..., None] * n_channels + chan + 1).to(p.dtype) / (n_shells * n_channels)  # (B, N, C)
+        d2 = (rad - rho[..., None])[:, :, None, :] ** 2 + (rad * rho[..., None])[:, :, None, :] * chord2[..., None]
+        val = torch.exp(-gamma[shell][..., None, None] * d2)
+        if weight is not None:
+            val = val * weight[..., None, None]
+        val = val * keep[..., None, None].to(p.dtype)
+        idx = (((torch.arange(b, device=p.device)[:, None, None, None] * n_shells + shell[..., None, None]) * n_v
+                + nv[..., None]) * n_channels + chan)  # (B, N, k, C)
+        idxs.append(idx.reshape(-1))
+        vals.append(val.reshape(-1))
     out = p.new_zeros(b * n_shells * n_v * n_channels)
-    out = out.index_add(0, idx.reshape(-1), val.reshape(-1)).view(b, n_shells, n_v, n_channels)
+    out = out.index_add(0, torch.cat(idxs), torch.cat(vals)).view(b, n_shells, n_v, n_channels)
     centre = origin if mask_t is None else (origin & mask_t)
     if bool(centre.any()):
         # A point at the centre is equally close to every vertex: spread its k contributions.
@@ -223,6 +287,7 @@ def concentric_constant_mapping(
     center: bool = True,
     mask: Any = None,
     k: int = 3,
+    radial: str = "hard",
 ) -> torch.Tensor:
     """Indicator mapping: +1 at the ``k`` nearest vertices of each point's shell.
 
@@ -235,12 +300,19 @@ def concentric_constant_mapping(
     Args:
         points, level, n_shells, n_channels, center, mask: see :func:`concentric_rbf_mapping`.
         k: nearest vertices per point (default 3, as in the reference).
+        radial: ``"hard"`` (default, the reference: +1 in fine shell ``f``) or ``"soft"``:
+            the +1 is split linearly between the two fine shells whose spheres ``(f+1)/R'``
+            bracket ``rho`` (module docstring), so the grid total is unchanged.
+
+    A degenerate cloud (all points coinciding) counts as all points at the centre: ``k/V``
+    per point on every vertex of fine shell 0 (module docstring).
 
     Returns:
         ``(B, R, V, C)`` counts (or ``(R, V, C)``), dtype of ``points``.
     """
     level, n_shells, n_channels = _check_grid_args(level, n_shells, n_channels)
     k = check_int("k", k, minimum=1, maximum=6)
+    radial = check_choice("radial", radial, RADIAL)
     pts, single = _as_points("points", points)
     mask_t = _as_mask(mask, tuple(pts.shape[:2]), pts.device)
     p = _normalise(pts, mask_t, center, "points")
@@ -248,14 +320,19 @@ def concentric_constant_mapping(
     b, n, _ = p.shape
     n_v, n_fine = icosphere(level).n_vertices, n_shells * n_channels
     nv = nearest_vertices(dirs, level, k)
-    fine = (rho.detach() * n_fine).floor().clamp(0, n_fine - 1).long()  # (B, N): index r * C + c
     keep = ~origin if mask_t is None else (~origin & mask_t)
-    val = keep[..., None].to(p.dtype).expand(b, n, k)
-    # Grid index ((b R + r) V + v) C + c with r = f // C, c = f % C.
-    shell, chan = fine // n_channels, fine % n_channels
-    idx = ((torch.arange(b, device=p.device)[:, None, None] * n_shells + shell[..., None]) * n_v + nv) * n_channels \
-        + chan[..., None]
-    out = p.new_zeros(b * n_shells * n_v * n_channels).index_add(0, idx.reshape(-1), val.reshape(-1))
+    idxs, vals = [], []
+    for fine, weight in _radial_terms(rho, n_fine, radial):  # fine (B, N): index r * C + c
+        val = keep[..., None].to(p.dtype).expand(b, n, k)
+        if weight is not None:
+            val = val * weight[..., None]
+        # Grid index ((b R + r) V + v) C + c with r = f // C, c = f % C.
+        shell, chan = fine // n_channels, fine % n_channels
+        idx = ((torch.arange(b, device=p.device)[:, None, None] * n_shells + shell[..., None]) * n_v + nv) \
+            * n_channels + chan[..., None]
+        idxs.append(idx.reshape(-1))
+        vals.append(val.reshape(-1))
+    out = p.new_zeros(b * n_shells * n_v * n_channels).index_add(0, torch.cat(idxs), torch.cat(vals))
     out = out.view(b, n_shells, n_v, n_channels)
     centre = origin if mask_t is None else (origin & mask_t)
     if bool(centre.any()):
@@ -399,13 +476,14 @@ class ConcentricGridMapping(torch.nn.Module):
             (:func:`concentric_constant_mapping`).
         threshold: RBF threshold ``T`` (``"rbf"`` only).
         center: centre each cloud on its centroid before scaling.
+        radial: ``"hard"`` (reference) or ``"soft"`` radial assignment (module docstring).
 
     Shapes:
         ``(B, N, 3)`` points (optional bool mask ``(B, N)``) -> ``(B, R, V, C)``.
     """
 
     def __init__(self, level: int, n_shells: int, n_channels: int = 1, *, mapping: str = "rbf",
-                 threshold: float = 0.01, center: bool = True) -> None:
+                 threshold: float = 0.01, center: bool = True, radial: str = "hard") -> None:
         super().__init__()
         self.level, self.n_shells, self.n_channels = _check_grid_args(level, n_shells, n_channels)
         self.mapping = check_choice("mapping", mapping, ("rbf", "constant"))
@@ -413,6 +491,7 @@ class ConcentricGridMapping(torch.nn.Module):
         if mapping == "rbf":
             rbf_gammas(self.level, self.n_shells, self.threshold)  # validates threshold
         self.center = bool(center)
+        self.radial = check_choice("radial", radial, RADIAL)
 
     @property
     def n_vertices(self) -> int:
@@ -421,11 +500,14 @@ class ConcentricGridMapping(torch.nn.Module):
     def forward(self, points: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if self.mapping == "rbf":
             return concentric_rbf_mapping(points, self.level, self.n_shells, self.n_channels,
-                                          threshold=self.threshold, center=self.center, mask=mask)
+                                          threshold=self.threshold, center=self.center, mask=mask,
+                                          radial=self.radial)
         return concentric_constant_mapping(points, self.level, self.n_shells, self.n_channels,
-                                           center=self.center, mask=mask)
+                                           center=self.center, mask=mask, radial=self.radial)
 
     def extra_repr(self) -> str:
         extra = f", threshold={self.threshold:g}" if self.mapping == "rbf" else ""
+        if self.radial != "hard":
+            extra += f", radial={self.radial!r}"
         return (f"level={self.level} ({self.n_vertices} vertices), n_shells={self.n_shells}, "
                 f"n_channels={self.n_channels}, mapping={self.mapping!r}{extra}, center={self.center}")

@@ -17,6 +17,7 @@ from pointsym.nn import (
     nearest_vertex_mapping,
     rbf_gammas,
 )
+from pointsym.nn._mapping import _radial_terms
 from pointsym.testing import assert_invariant
 
 
@@ -89,14 +90,15 @@ def test_constant_mapping_grouping_matches_group_shells():
         group_shells(fine, 5)
 
 
+@pytest.mark.parametrize("radial", ["hard", "soft"])
 @pytest.mark.parametrize("mapping", ["rbf", "constant"])
 @pytest.mark.parametrize("level", [1, 2])
-def test_grid_permutes_under_the_icosahedral_group(mapping, level):
+def test_grid_permutes_under_the_icosahedral_group(mapping, level, radial):
     # 60 rotations and their compositions with the inversion (the full group I_h).
     rng = np.random.default_rng(level)
     pts = rng.normal(size=(2, 200, 3)) + np.array([0.3, -0.2, 0.1])
     pts[1, 0] = pts[1, 1:].mean(0)  # a point at the centroid: no direction, spread evenly
-    fn = ConcentricGridMapping(level, 3, 2, mapping=mapping)
+    fn = ConcentricGridMapping(level, 3, 2, mapping=mapping, radial=radial)
     ref = fn(torch.as_tensor(pts))
     assert torch.isfinite(ref).all() and ref.abs().sum() > 0
     group = np.concatenate([icosahedral_rotations(), -icosahedral_rotations()])  # (120, 3, 3)
@@ -193,10 +195,7 @@ def test_mapping_bad_input():
         concentric_rbf_mapping(bad, 2, 4, 2)
     with pytest.raises(ValueError, match="empty"):
         concentric_rbf_mapping(torch.zeros(2, 0, 3), 2, 4, 2)
-    with pytest.raises(ValueError, match="non-zero radius"):
-        concentric_rbf_mapping(torch.ones(2, 5, 3), 2, 4, 2)  # one point repeated: zero extent
-    with pytest.raises(ValueError, match="non-zero radius"):
-        concentric_constant_mapping(torch.zeros(1, 5, 3), 2, 4, 2, center=False)
+    # (Zero-extent clouds are not an error: see test_degenerate_clouds_map_to_the_centre.)
     with pytest.raises(ValueError, match="shape"):
         concentric_rbf_mapping(torch.randn(2, 10, 2), 2, 4, 2)
     with pytest.raises(TypeError, match="floating"):
@@ -207,7 +206,130 @@ def test_mapping_bad_input():
         concentric_rbf_mapping(good, 2, 0, 2)
     with pytest.raises(ValueError, match="'mapping'"):
         ConcentricGridMapping(2, 4, 2, mapping="gauss")
+    with pytest.raises(ValueError, match="'radial'"):
+        ConcentricGridMapping(2, 4, 2, radial="linear")
+    with pytest.raises(ValueError, match="'radial'"):
+        concentric_constant_mapping(good, 2, 4, 2, radial="smooth")
     assert "threshold=0.01" in repr(ConcentricGridMapping(2, 4, 2))
+
+
+# ----------------------------------------------------------------------- soft radial assignment
+
+
+def test_soft_radial_terms_are_a_partition_of_unity():
+    rho = torch.linspace(0, 1, 1001, dtype=torch.float64)[None]
+    for n_shells, n_sub in [(1, 1), (4, 1), (4, 4), (16, 1), (3, 2)]:
+        (lo, w_lo), (hi, w_hi) = _radial_terms(rho, n_shells, "soft", n_sub)
+        torch.testing.assert_close(w_lo + w_hi, torch.ones_like(rho), rtol=0, atol=1e-15)
+        assert bool(((w_lo >= 0) & (w_hi >= 0)).all())
+        assert bool(((hi - lo >= 0) & (hi - lo <= 1)).all()) and int(lo.min()) >= 0 and int(hi.max()) < n_shells
+        # The weighted mean shell radius a_i follows rho linearly between a_0 and a_{R-1}.
+        a = (torch.arange(n_shells, dtype=torch.float64) + (n_sub + 1) / (2 * n_sub)) / n_shells
+        mean_radius = w_lo * a[lo] + w_hi * a[hi]
+        torch.testing.assert_close(mean_radius, rho.clamp(float(a[0]), float(a[-1])), rtol=0, atol=1e-14)
+    [(shell, weight)] = _radial_terms(rho, 4, "hard")
+    assert weight is None and torch.equal(shell, (rho * 4).floor().clamp(0, 3).long())
+
+
+def test_soft_constant_mapping_closed_form_and_total():
+    # R = 4 spheres at 0.25, 0.5, 0.75, 1 (C = 1), not centred; the first point fixes the radius.
+    v = icosphere(1).vertices
+    radii = [1.0, 0.625, 0.8, 0.25, 0.1]
+    pts = torch.as_tensor(np.stack([rad * v[i] for i, rad in enumerate(radii)]))
+    grid = concentric_constant_mapping(pts, 1, 4, 1, center=False, k=1, radial="soft")
+    want = {0: {3: 1.0}, 1: {1: 0.5, 2: 0.5}, 2: {2: 0.8, 3: 0.2}, 3: {0: 1.0}, 4: {0: 1.0}}
+    for i, shells in want.items():
+        for r in range(4):
+            np.testing.assert_allclose(float(grid[r, i, 0]), shells.get(r, 0.0), atol=1e-12, err_msg=str((i, r)))
+    # The weights of every point sum to 1: the grid total equals the hard-binning total N k,
+    # shell by shell it differs.
+    cloud = torch.randn(3, 200, 3, dtype=torch.float64)
+    for c in (1, 2):
+        hard = concentric_constant_mapping(cloud, 2, 4, c)
+        soft = concentric_constant_mapping(cloud, 2, 4, c, radial="soft")
+        torch.testing.assert_close(soft.sum((1, 2, 3)), hard.sum((1, 2, 3)), rtol=1e-12, atol=0)
+        torch.testing.assert_close(hard.sum((1, 2, 3)), torch.full((3,), 600.0, dtype=torch.float64))
+        assert float((soft.sum((2, 3)) - hard.sum((2, 3))).abs().max()) > 1.0
+
+
+def test_soft_rbf_mapping_closed_form():
+    # Point at rho = 0.625 on vertex 7 between the spheres 0.5 (shell 1) and 0.75 (shell 2) of
+    # R = 4, C = 1: half its Gaussian at each. The scale point at rho = 1 on the antipodal
+    # vertex sits on the last sphere (weight 1) and touches other vertices.
+    level, r = 2, 4
+    s = icosphere(level)
+    anti = int(np.argmin(s.vertices @ s.vertices[7]))
+    pts = torch.as_tensor(np.stack([0.625 * s.vertices[7], s.vertices[anti]]))
+    hard = concentric_rbf_mapping(pts, level, r, 1, center=False)
+    soft = concentric_rbf_mapping(pts, level, r, 1, center=False, radial="soft")
+    gam = rbf_gammas(level, r)
+    np.testing.assert_allclose(float(soft[1, 7, 0]), 0.5 * np.exp(-gam[1] * 0.125**2), rtol=1e-13)
+    np.testing.assert_allclose(float(soft[2, 7, 0]), 0.5 * np.exp(-gam[2] * 0.125**2), rtol=1e-13)
+    np.testing.assert_allclose(float(hard[2, 7, 0]), np.exp(-gam[2] * 0.125**2), rtol=1e-13)
+    assert float(hard[1].abs().sum()) == 0.0 and float(soft[0].abs().sum()) == 0.0
+    torch.testing.assert_close(soft[3], hard[3], rtol=0, atol=0)  # the point at rho = 1
+    # One shell: soft is hard, bit for bit (all weight on shell 0).
+    cloud = torch.randn(2, 100, 3, dtype=torch.float64)
+    torch.testing.assert_close(concentric_rbf_mapping(cloud, 1, 1, 3, radial="soft"),
+                               concentric_rbf_mapping(cloud, 1, 1, 3), rtol=0, atol=0)
+    # Gradients flow through the soft weights.
+    p = cloud.clone().requires_grad_(True)
+    concentric_rbf_mapping(p, 1, 4, 2, radial="soft").square().sum().backward()
+    assert torch.isfinite(p.grad).all() and float(p.grad.abs().sum()) > 0
+
+
+# ----------------------------------------------------------------------- degenerate clouds
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_degenerate_clouds_map_to_the_centre(dtype):
+    level, r, c = 1, 4, 2
+    n_v = icosphere(level).n_vertices
+    gam0 = rbf_gammas(level, r)[0]
+    rho_f = (np.arange(c) + 1) / (r * c)  # fine radii of shell 0
+    # One voxel repeated 1024 times (the zero-extent ModelNet10 training shape), at a point whose
+    # centroid is not exact in floating point, beside an ordinary cloud.
+    torch.manual_seed(0)
+    ordinary = torch.randn(1024, 3, dtype=dtype)
+    same = torch.tensor([0.34375, -0.28125, 0.28125], dtype=dtype).expand(1024, 3) + torch.tensor(0.1, dtype=dtype)
+    batch = torch.stack([same, ordinary])
+    for radial in ("hard", "soft"):
+        grid = concentric_rbf_mapping(batch, level, r, c, radial=radial)
+        assert torch.isfinite(grid).all()
+        expected = torch.zeros(r, n_v, c, dtype=torch.float64)
+        expected[0] = torch.as_tensor(1024 * 3 / n_v * np.exp(-gam0 * rho_f**2))
+        torch.testing.assert_close(grid[0].double(), expected, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=0)
+        torch.testing.assert_close(grid[1], concentric_rbf_mapping(ordinary, level, r, c, radial=radial))
+        torch.testing.assert_close(concentric_rbf_mapping(batch, level, r, c, radial=radial), grid, rtol=0, atol=0)
+    # Constant mapping, not centred, all points at the origin: k / V per point on every vertex of
+    # fine shell 0, so the total is the usual N k.
+    grid = concentric_constant_mapping(torch.zeros(1, 5, 3, dtype=dtype), level, r, c, center=False)
+    assert torch.isfinite(grid).all() and float(grid.sum()) == pytest.approx(15.0)
+    torch.testing.assert_close(grid[0, 0, :, 0], torch.full((n_v,), 15.0 / n_v, dtype=dtype))
+    assert float(grid[0, 1:].abs().sum() + grid[0, 0, :, 1:].abs().sum()) == 0.0
+    # Masked: coinciding valid points beside far padding are degenerate too (count = valid points).
+    pts = torch.cat([torch.ones(1, 3, 3, dtype=dtype), 50 * torch.randn(1, 4, 3, dtype=dtype)], 1)
+    mask = torch.tensor([[True] * 3 + [False] * 4])
+    grid = concentric_constant_mapping(pts, level, r, c, mask=mask)
+    torch.testing.assert_close(grid[0, 0, :, 0], torch.full((n_v,), 9.0 / n_v, dtype=dtype))
+    # Degenerate grids are fixed by every rotation (up to the vertex permutation, trivially).
+    g = torch.as_tensor(random_rotation(seed=1), dtype=dtype)
+    torch.testing.assert_close(concentric_rbf_mapping(same @ g.T, level, r, c),
+                               concentric_rbf_mapping(same, level, r, c))
+    # Gradients stay finite.
+    p = same.clone().requires_grad_(True)
+    concentric_rbf_mapping(p, level, r, c).sum().backward()
+    assert torch.isfinite(p.grad).all()
+
+
+def test_tiny_but_real_clouds_are_not_degenerate():
+    # Scale invariance: a cloud 1e-6 across (at the origin or near it) maps like the same cloud
+    # at unit size; only extents at round-off level relative to the position count as degenerate.
+    cloud = torch.randn(2, 100, 3, dtype=torch.float64)
+    ref = concentric_rbf_mapping(cloud, 1, 4, 2)
+    torch.testing.assert_close(concentric_rbf_mapping(1e-6 * cloud, 1, 4, 2), ref)
+    torch.testing.assert_close(concentric_rbf_mapping(1e-6 * cloud + 0.5, 1, 4, 2), ref, rtol=1e-6, atol=1e-6)
+    assert float(concentric_rbf_mapping(cloud * 1e-15 + 1.0, 1, 4, 2)[:, 1:].abs().sum()) == 0.0  # round-off
 
 
 # ----------------------------------------------------------------------- atomic environments

@@ -95,6 +95,57 @@ def test_csnn_bad_arguments():
     assert "parameters=" in repr(model) and "level=2" in repr(model)
 
 
+@pytest.mark.parametrize("readout", ["concat", "last"])
+def test_csnn_mean_max_readout_and_soft_radial_are_invariant(readout):
+    torch.manual_seed(4)
+    model = _tiny_csnn(level=1, global_pool="mean+max", radial="soft", readout=readout).double().eval()
+    ref = _tiny_csnn(level=1, readout=readout)
+    widths = sum(model.radial_dims) if readout == "concat" else model.radial_dims[-1]
+    assert model.head[1].in_features == 2 * widths == 2 * ref.head[1].in_features
+    rng = np.random.default_rng(4)
+    cloud = rng.normal(size=(200, 3)) * [1.0, 0.7, 0.4]
+    batch = torch.as_tensor(np.einsum("gij,nj->gni", icosahedral_rotations(), cloud))
+    with torch.no_grad():
+        feats = model.embed_grid(model.mapping(batch))
+        logits = model(batch)
+    assert feats.shape == (60, 2 * widths) and logits.shape == (60, 5)
+    # Max then mean of each block: the max half equals the plain model's features.
+    ref.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("head.")}, strict=False)
+    with torch.no_grad():
+        half = ref.double().eval().embed_grid(model.mapping(batch))
+    dims = model.radial_dims if readout == "concat" else model.radial_dims[-1:]
+    chunks = torch.split(feats, [2 * d for d in dims], dim=1)  # per block: max, then mean
+    torch.testing.assert_close(torch.cat([ch[:, :d] for ch, d in zip(chunks, dims, strict=True)], 1), half)
+    assert float((logits - logits[0]).abs().max()) <= 1e-9 * float(logits.abs().max())
+    assert float((feats - feats[0]).abs().max()) <= 1e-9 * float(feats.abs().max())
+    # The options are hypers (rebuilt by CSNNClassifier(**hypers)); the defaults are not stored.
+    assert model.hypers["global_pool"] == "mean+max" and model.hypers["radial"] == "soft"
+    rebuilt = CSNNClassifier(**model.hypers)
+    assert rebuilt.mapping.radial == "soft" and rebuilt.head[1].in_features == model.head[1].in_features
+    assert "global_pool" not in ref.hypers and "radial" not in ref.hypers
+    assert "global_pool='mean+max'" in repr(model) and "radial='soft'" in repr(model.mapping)
+    with pytest.raises(ValueError, match="'global_pool'"):
+        _tiny_csnn(global_pool="sum")
+    with pytest.raises(ValueError, match="'radial'"):
+        _tiny_csnn(radial="linear")
+
+
+def test_csnn_zero_extent_cloud_gives_finite_deterministic_logits():
+    # One ModelNet10 training shape is a single voxel repeated: the mapping puts it at the centre.
+    torch.manual_seed(5)
+    model = _tiny_csnn(level=1).eval()
+    pts = torch.randn(3, 64, 3)
+    pts[1] = torch.tensor([0.34375, -0.28125, 0.28125])
+    with torch.no_grad():
+        logits = model(pts)
+        assert torch.isfinite(logits).all()
+        torch.testing.assert_close(model(pts), logits, rtol=0, atol=0)
+        torch.testing.assert_close(model(pts[1:2] + 0.3), logits[1:2])  # any position: the same grid
+    model.train()
+    model(pts).sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
 def test_pointnet_shapes_and_permutation_invariance():
     torch.manual_seed(3)
     model = PointNet.scaled(4, 0.125, feature_transform=True).double().eval()

@@ -11,6 +11,13 @@ The model is selected on a held-out validation part of the training split (not o
 set, unlike the reference code). ``--benchmark-shells 1,2,4,8,16`` instead measures the
 training time per epoch and the inference time per batch of the CSNN versus the number of
 spatial shells; ``--summarize`` collects finished runs into one table and plot.
+
+Fair comparisons: ``--max-minutes M`` gives a run a training-time budget (CPU time by default,
+``--budget-clock``), checked between epochs; ``--search lr=1e-3,3e-3 dropout=0.1,0.3`` trains
+one run per setting and compares them on the validation split only (``<run>_search.json``);
+``--seeds 0,1,2`` repeats a run per seed and writes the mean and sample std
+(``<run>_seeds.json``). ``--radial soft`` and ``--global-pool mean+max`` are options beyond
+the reference CSNN (defaults: the reference).
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +54,8 @@ __all__ = [
     "register",
     "rotate_batch",
     "run",
+    "run_grid",
+    "search_settings",
     "summarize",
 ]
 
@@ -75,13 +85,18 @@ class ShapesConfig:
         model: ``"csnn"`` or ``"pointnet"``.
         train_rot: rotations during training, ``"z"`` or ``"so3"``.
         test_rot: test rotations to evaluate, a subset of ``("z", "so3")``.
-        epochs, batch_size, lr, weight_decay: optimisation (Adam, cosine learning-rate decay).
+        epochs, batch_size, lr, weight_decay: optimisation (Adam, cosine learning-rate decay over
+            ``epochs``).
+        max_minutes, budget_clock: training-time budget (``None``: train all ``epochs``) and
+            the clock it is counted by (``"cpu"`` or ``"wall"``); see ``--max-minutes``.
         train_per_class: at most this many training shapes per class (``None``: all).
         val_fraction: stratified part of the training split held out for model selection.
         votes: test rotations per shape whose softmax outputs are averaged.
         n_points: points per cloud.
-        level, n_shells, n_channels, base_width, hidden, dropout, mapping, radial_kernel: CSNN.
-        pointnet_scale: width multiplier of PointNet (1.0 = original widths).
+        level, n_shells, n_channels, base_width, hidden, dropout, mapping, radial_kernel, radial,
+            global_pool: CSNN.
+        pointnet_scale, pointnet_dropout: width multiplier (1.0 = original widths) and dropout
+            of PointNet.
         seed: seed of the split, initialisation, augmentation and test rotations.
     """
 
@@ -93,8 +108,19 @@ class ShapesConfig:
         "choices": ROTATIONS})
     test_rot: tuple[str, ...] = field(default=("z", "so3"), metadata={
         "help": "test rotations, comma-separated", "type": _rot_tuple, "metavar": "z,so3"})
-    epochs: int = field(default=10, metadata={"help": "total epochs (a rerun into the same --out resumes)",
+    epochs: int = field(default=10, metadata={"help": "total epochs, also the length of the cosine learning-rate "
+                                                      "schedule (a rerun into the same --out resumes)",
                                               "unit": "epochs", "min": 1})
+    max_minutes: float | None = field(default=None, metadata={
+        "help": "training-time budget of the run, counted by --budget-clock over all its sessions: between epochs, "
+                "training stops at the epoch boundary nearest to the budget (at least one epoch). --epochs stays "
+                "the cap and the length of the cosine schedule, so set it to about the epochs that fit. A rerun "
+                "with the same or a larger budget resumes. The epoch count reached depends on the machine (and, "
+                "for wall, its load): the JSON records it under 'budget'", "unit": "min",
+        "default_help": "no limit", "gt": 0.0})
+    budget_clock: str = field(default="cpu", metadata={
+        "help": "what --max-minutes counts: cpu (CPU time of this process, all its threads: robust to other jobs on "
+                "a shared machine) or wall (the Trainer's elapsed epoch seconds)", "choices": ("cpu", "wall")})
     batch_size: int = field(default=32, metadata={"help": "batch size (>= 2, for batch normalisation)",
                                                   "unit": "shapes", "min": 2})
     lr: float = field(default=1e-3, metadata={"help": "initial Adam learning rate, cosine decay to 0", "gt": 0.0})
@@ -123,8 +149,18 @@ class ShapesConfig:
                                                   "group": "CSNN"})
     radial_kernel: int = field(default=3, metadata={"help": "co-radial kernel size (odd)", "unit": "shells",
                                                     "group": "CSNN", "min": 1})
+    radial: str = field(default="hard", metadata={
+        "help": "radial assignment of a point to the shells: hard (reference: its own shell) or soft (split "
+                "linearly between the two nearest shells; not in the reference)", "choices": ("hard", "soft"),
+        "group": "CSNN"})
+    global_pool: str = field(default="max", metadata={
+        "help": "invariant readout of every block: max (reference) or mean+max (both, concatenated; not in the "
+                "reference)", "choices": ("max", "mean+max"), "group": "CSNN"})
     pointnet_scale: float = field(default=0.25, metadata={"help": "width multiplier of PointNet (1.0 = original)",
                                                           "group": "PointNet", "gt": 0.0})
+    pointnet_dropout: float = field(default=0.3, metadata={
+        "help": "PointNet dropout before its last linear layer, in [0, 1) (the paper's keep 0.7)",
+        "group": "PointNet", "min": 0.0, "lt": 1.0})
     seed: int = field(default=0, metadata={"cli": False})  # the shared --seed of the run group
 
     def validate(self) -> ShapesConfig:
@@ -145,6 +181,16 @@ class ShapesConfig:
         check_int("votes", self.votes, minimum=1)
         check_int("n_points", self.n_points, minimum=1, maximum=1024)
         check_positive("pointnet_scale", self.pointnet_scale)
+        if self.max_minutes is not None:
+            check_positive("max_minutes", self.max_minutes)
+        check_choice("budget_clock", self.budget_clock, ("cpu", "wall"))
+        check_choice("radial", self.radial, ("hard", "soft"))
+        check_choice("global_pool", self.global_pool, ("max", "mean+max"))
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"Expected 'dropout' (--dropout) in [0, 1) (got {self.dropout}).")
+        if not 0.0 <= self.pointnet_dropout < 1.0:
+            raise ValueError(f"Expected 'pointnet_dropout' (--pointnet-dropout) in [0, 1) "
+                             f"(got {self.pointnet_dropout}).")
         if self.radial_kernel % 2 == 0:
             raise ValueError(f"Expected an odd 'radial_kernel' (--radial-kernel) (got {self.radial_kernel}).")
         return self
@@ -238,8 +284,9 @@ def build_model(cfg: ShapesConfig, n_classes: int) -> torch.nn.Module:
     if cfg.model == "csnn":
         return CSNNClassifier(level=cfg.level, n_shells=cfg.n_shells, n_channels=cfg.n_channels,
                               n_classes=n_classes, base_width=cfg.base_width, hidden=tuple(cfg.hidden),
-                              dropout=cfg.dropout, mapping=cfg.mapping, radial_kernel=cfg.radial_kernel)
-    return PointNet.scaled(n_classes, cfg.pointnet_scale)
+                              dropout=cfg.dropout, mapping=cfg.mapping, radial_kernel=cfg.radial_kernel,
+                              radial=cfg.radial, global_pool=cfg.global_pool)
+    return PointNet.scaled(n_classes, cfg.pointnet_scale, dropout=cfg.pointnet_dropout)
 
 
 def n_parameters(model: torch.nn.Module) -> int:
@@ -270,7 +317,8 @@ def evaluate(model: torch.nn.Module, points: np.ndarray, labels: np.ndarray, rot
 
     Returns:
         ``{"accuracy", "mean_class_accuracy", "votes", "ms_per_batch", "n"}`` plus the
-        per-class accuracies.
+        per-class accuracies; with ``votes > 1`` also ``"accuracy_one_vote"``, the accuracy of
+        the first vote alone (the rotations of ``votes=1``), so one run reports both.
     """
     model.eval()
     n_classes = n_classes or int(labels.max()) + 1
@@ -288,10 +336,12 @@ def evaluate(model: torch.nn.Module, points: np.ndarray, labels: np.ndarray, rot
             t_model += time.perf_counter() - t0
             n_batches += 1
             probs[s: s + batch_size] += p.double().cpu().numpy()
+        if v == 0:
+            one_vote = float((probs.argmax(1) == labels).mean())
     pred = probs.argmax(1)
     per_class = [float((pred[labels == c] == c).mean()) if np.any(labels == c) else float("nan")
                  for c in range(n_classes)]
-    return {
+    out = {
         "accuracy": float((pred == labels).mean()),
         "mean_class_accuracy": float(np.nanmean(per_class)),
         "per_class_accuracy": per_class,
@@ -299,6 +349,9 @@ def evaluate(model: torch.nn.Module, points: np.ndarray, labels: np.ndarray, rot
         "n": int(len(labels)),
         "ms_per_batch": 1000.0 * t_model / max(n_batches, 1),
     }
+    if votes > 1:
+        out["accuracy_one_vote"] = one_vote
+    return out
 
 
 # --------------------------------------------------------------------------- one run
@@ -307,8 +360,13 @@ def evaluate(model: torch.nn.Module, points: np.ndarray, labels: np.ndarray, rot
 def run(cfg: ShapesConfig, *, out_dir: str | Path, run_name: str | None = None, source: str = "full",
         data_dir: str | None = None, device: str = "cpu", quiet: bool = False,
         data: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]] | None = None,
-        restart: bool = False, init_from: str | None = None) -> dict[str, Any]:
+        restart: bool = False, init_from: str | None = None, test: bool = True,
+        group: str | None = None) -> dict[str, Any]:
     """Train (through :class:`pointsym.training.Trainer`, resuming from its checkpoint) and test.
+
+    With ``cfg.max_minutes`` the Trainer runs one epoch per ``fit`` call (each resumes from
+    ``last.pt``, so the run is identical to one ``fit`` over the same epochs) and the budget is
+    checked between epochs (:func:`_fit_within_budget`).
 
     Args:
         cfg: the run settings.
@@ -323,6 +381,10 @@ def run(cfg: ShapesConfig, *, out_dir: str | Path, run_name: str | None = None, 
             start fresh instead of resuming.
         init_from: start from the weights of this model file or Trainer checkpoint (fresh
             optimizer); a ``last.pt`` of the run still takes precedence.
+        test: evaluate on the test split (``False``: validation only, as in a search; the
+            payload then has no ``"test"``).
+        group: name of the seed or search group the run belongs to (:func:`run_grid`),
+            recorded as ``"group"``; :func:`summarize` reports the group instead.
 
     Returns:
         The result payload (also written to ``<run>.json``); under ``torchrun`` only rank 0
@@ -354,34 +416,134 @@ def run(cfg: ShapesConfig, *, out_dir: str | Path, run_name: str | None = None, 
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
     ckpt_dir = out / "checkpoints" / name
+    # The budget is left out of the stored settings: like --epochs it only says how long to
+    # train, so a rerun with a larger budget resumes the run.
+    stored = {k: v for k, v in asdict(cfg).items() if k not in ("max_minutes", "budget_clock")}
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                        seed=cfg.seed, monitor="acc", mode="max", out_dir=str(ckpt_dir), device=device,
-                       quiet=quiet, restart=restart, extra={"run": name, **asdict(cfg), "init_from": init_from})
+                       quiet=quiet, restart=restart, extra={"run": name, **stored, "init_from": init_from})
     trainer = Trainer(model, _loss_fn(cfg.train_rot), tcfg, optimizer=optimizer, scheduler=scheduler)
-    history = trainer.fit(train_set, val_set)
+    cpu0 = time.process_time()
+    if cfg.max_minutes is None:
+        history = trainer.fit(train_set, val_set)
+        budget = {"max_minutes": None, "clock": None, "budget_seconds": None, "stopped_by": "epochs"}
+    else:
+        history, budget = _fit_within_budget(trainer, train_set, val_set, cfg.epochs, 60.0 * cfg.max_minutes,
+                                             clock=cfg.budget_clock, log_path=ckpt_dir / _EPOCH_TIMES)
+        budget["max_minutes"] = cfg.max_minutes
+    budget.update({"epochs_reached": len(history), "epochs_cap": cfg.epochs,
+                   "wall_seconds": float(sum(h["seconds"] for h in history)),
+                   "session_cpu_seconds": time.process_time() - cpu0})
     if not trainer.is_main:
         # Under torchrun rank 0 alone tests and writes <run>.json and the plot; the others wait.
         trainer.barrier()
         return {"run": name}
     try:
         return _test_and_write(cfg, trainer, history, name, out, source, names, x_te, y_te, tr_idx, va_idx,
-                               device=device, quiet=quiet)
+                               device=device, quiet=quiet, budget=budget, test=test, group=group)
     finally:
         trainer.barrier()
 
 
+#: Per-epoch CPU seconds of a budgeted run, beside the Trainer's checkpoints.
+_EPOCH_TIMES = "epoch_times.json"
+
+
+def _read_epoch_cpu(path: Path, history: list[dict[str, Any]]) -> dict[int, float]:
+    """CPU seconds per epoch index from ``path``, for the epochs of ``history`` only.
+
+    An entry counts when its recorded wall seconds equal the history's (a fingerprint), so
+    entries of a run moved aside by ``--restart`` or of another run are ignored.
+    """
+    try:
+        rows = json.loads(path.read_text())["epochs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    out = {}
+    for r in rows if isinstance(rows, list) else ():
+        e = r.get("epoch") if isinstance(r, dict) else None
+        if isinstance(e, int) and 0 <= e < len(history) and r.get("wall") == history[e]["seconds"]:
+            out[e] = float(r["cpu"])
+    return out
+
+
+def _write_epoch_cpu(path: Path, history: list[dict[str, Any]], cpu: dict[int, float]) -> None:
+    rows = [{"epoch": e, "wall": history[e]["seconds"], "cpu": c} for e, c in sorted(cpu.items())]
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"epochs": rows}, indent=1))
+    tmp.replace(path)
+
+
+def _agree(trainer: Any, flag: bool) -> bool:
+    """Rank 0's ``flag`` on every rank of a torchrun launch (so that all ranks stop together)."""
+    if trainer.world_size > 1:
+        import torch.distributed as dist
+
+        t = torch.tensor([int(flag)], device=trainer.device)
+        dist.broadcast(t, 0)
+        return bool(t.item())
+    return flag
+
+
+def _fit_within_budget(trainer: Any, train_set: Any, val_set: Any, epochs: int, budget_s: float, *,
+                       clock: str, log_path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Train epoch by epoch until ``epochs`` or the time budget; returns (history, budget record).
+
+    The same mechanism as ``csnn-dos``/``nesf-train --max-minutes``: one epoch per
+    ``Trainer.fit`` call, each resuming from ``last.pt`` (seeded and RNG-restored, so the epochs
+    are those of a single ``fit``). The time used is the sum over the run's epochs, so it counts
+    every resumed session: ``"wall"`` the Trainer's recorded epoch seconds (training plus
+    validation), ``"cpu"`` the process CPU time of each one-epoch ``fit`` (also training plus
+    validation, plus the checkpoint I/O), kept in ``checkpoints/<run>/epoch_times.json``; an
+    epoch without a CPU entry (trained without a budget) counts its wall seconds. Before each
+    epoch, training goes on only when ``used + est / 2 <= budget`` (``est``: mean of the last
+    three epoch times), so it stops at the epoch boundary nearest to the budget, after at least
+    one epoch; the overshoot or shortfall is at most about half an epoch.
+    """
+    trainer.config.epochs = 0
+    trainer.fit(train_set, val_set)  # resume (or move aside with restart) without training
+    trainer.config.restart = False  # moved aside once; the following one-epoch fits resume
+    cpu = _read_epoch_cpu(log_path, trainer.history)
+
+    def times() -> list[float]:
+        hist = trainer.history
+        if clock == "wall":
+            return [float(h["seconds"]) for h in hist]
+        return [cpu.get(e, float(h["seconds"])) for e, h in enumerate(hist)]
+
+    stopped_by = "epochs"
+    while len(trainer.history) < epochs:
+        t = times()
+        if _agree(trainer, bool(t) and sum(t) + 0.5 * float(np.mean(t[-3:])) > budget_s):
+            stopped_by = "max_minutes"
+            break
+        trainer.config.epochs = len(trainer.history) + 1
+        c0 = time.process_time()
+        trainer.fit(train_set, val_set)
+        cpu[len(trainer.history) - 1] = time.process_time() - c0
+        if trainer.is_main:
+            _write_epoch_cpu(log_path, trainer.history, cpu)
+    t = times()
+    record = {"clock": clock, "budget_seconds": budget_s, "stopped_by": stopped_by, "seconds_used": float(sum(t)),
+              "cpu_seconds": float(sum(cpu.values())) if len(cpu) == len(trainer.history) else None,
+              "cpu_seconds_per_epoch": [cpu.get(e) for e in range(len(trainer.history))]}
+    return trainer.history, record
+
+
 def _test_and_write(cfg: ShapesConfig, trainer: Any, history: list[dict[str, Any]], name: str, out: Path,
                     source: str, names: list[str], x_te: np.ndarray, y_te: np.ndarray, tr_idx: np.ndarray,
-                    va_idx: np.ndarray, *, device: str, quiet: bool) -> dict[str, Any]:
+                    va_idx: np.ndarray, *, device: str, quiet: bool, budget: dict[str, Any] | None = None,
+                    test: bool = True, group: str | None = None) -> dict[str, Any]:
     n_classes = len(names)
     trainer.load_best()
     tests = {}
-    for rot in cfg.test_rot:
+    for rot in cfg.test_rot if test else ():
         tests[rot] = evaluate(trainer.model, x_te, y_te, rot, votes=cfg.votes, seed=cfg.seed,
                               batch_size=cfg.batch_size, device=device, quiet=quiet, n_classes=n_classes)
     train_seconds = float(sum(h["seconds"] for h in history))
     payload = {
         "run": name,
+        "seed": cfg.seed,
         "config": asdict(cfg),
         "n_parameters": n_parameters(trainer.model),
         "model_repr": repr(trainer.model).splitlines()[0],
@@ -392,10 +554,14 @@ def _test_and_write(cfg: ShapesConfig, trainer: Any, history: list[dict[str, Any
         "best_val_acc": trainer.best_value,
         "train_seconds": train_seconds,
         "seconds_per_epoch": train_seconds / max(len(history), 1),
+        "budget": budget,
         "history": history,
-        "test": tests,
         "torch_threads": torch.get_num_threads(),
     }
+    if test:
+        payload["test"] = tests
+    if group is not None:
+        payload["group"] = group
     save_results(out / f"{name}.json", payload)
     if history:
         _plot_curves(history, tests, out / f"{name}_curves.png", title=name)
@@ -413,6 +579,178 @@ def _plot_curves(history: list[dict[str, Any]], tests: dict[str, Any], path: Pat
 
 #: Legend text of the test rotations.
 _ROT_NAMES = {"so3": "SO(3)", "o3": "O(3)", "z": "z", "none": "no rotation"}
+
+
+# --------------------------------------------------------------------------- seeds and search
+
+#: Settings a ``--search`` may vary: the validation split, the test protocol, the model kind
+#: and the seed (``--seeds``) stay fixed across a search.
+_NOT_SEARCHABLE = frozenset({"model", "train_rot", "test_rot", "votes", "seed", "val_fraction", "hidden",
+                             "budget_clock"})
+_CSNN_ONLY = frozenset({"level", "n_shells", "n_channels", "base_width", "dropout", "mapping", "radial_kernel",
+                        "radial", "global_pool"})
+_POINTNET_ONLY = frozenset({"pointnet_scale", "pointnet_dropout"})
+
+
+def _field_types() -> dict[str, type]:
+    import typing
+
+    hints = typing.get_type_hints(ShapesConfig)
+    out = {}
+    for f in ShapesConfig.__dataclass_fields__.values():
+        tp = hints[f.name]
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        base = args[0] if typing.get_origin(tp) is not None and len(args) == 1 else tp
+        if base in (int, float, str) and f.name not in _NOT_SEARCHABLE and f.metadata.get("cli", True):
+            out[f.name] = base
+    return out
+
+
+def _search_item(text: str) -> tuple[str, tuple[Any, ...]]:
+    """``"lr=1e-3,3e-3"`` -> ``("lr", (0.001, 0.003))`` (argparse type of ``--search``)."""
+    key, sep, vals = text.partition("=")
+    key = key.strip().replace("-", "_")
+    types_ = _field_types()
+    if not sep or not key or not vals.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=V1,V2,... (e.g. lr=1e-3,3e-3), got {text!r}")
+    if key not in types_:
+        raise argparse.ArgumentTypeError(f"cannot search {key!r}; searchable: {', '.join(sorted(types_))}")
+    conv = types_[key]
+    try:
+        values = tuple(conv(v.strip()) for v in vals.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {conv.__name__} values for {key} (got {vals!r})") from None
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"repeated value in {text!r}")
+    return key, values
+
+
+def search_settings(search: Sequence[tuple[str, Sequence[Any]]] | None) -> list[dict[str, Any]]:
+    """The grid (Cartesian product, in the order given) of ``[(name, values), ...]``; ``[{}]`` for none."""
+    import itertools
+
+    if not search:
+        return [{}]
+    names = [k for k, _ in search]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--search names a setting twice ({', '.join(names)}); give each NAME=V1,V2 once.")
+    return [dict(zip(names, combo)) for combo in itertools.product(*(v for _, v in search))]
+
+
+def _check_search(cfg: ShapesConfig, settings: list[dict[str, Any]]) -> None:
+    """Bounds (named ``--search NAME``) and model relevance of every searched value."""
+    from pointsym.experiments.common.cli import check_option
+
+    for key in settings[0]:
+        unused = _CSNN_ONLY if cfg.model == "pointnet" else _POINTNET_ONLY if cfg.model == "csnn" else set()
+        if key in unused:
+            hint = "; use pointnet_dropout" if key == "dropout" else ""
+            raise ValueError(f"--search {key} has no effect on --model {cfg.model}{hint}.")
+        meta = ShapesConfig.__dataclass_fields__[key].metadata
+        bounds = {b: meta[b] for b in ("min", "max", "gt", "lt") if meta.get(b) is not None}
+        for setting in settings:
+            check_option(f"--search {key}", setting[key], **bounds)
+            if "choices" in meta and setting[key] not in meta["choices"]:
+                raise ValueError(f"--search {key} must be one of {', '.join(meta['choices'])} (got {setting[key]}).")
+
+
+def _tag(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _stats(values: Sequence[float | None]) -> dict[str, Any]:
+    """Mean and sample standard deviation (ddof = 1; ``None`` for one value) of finite values."""
+    vals = [float(v) for v in values if v is not None]
+    return {"mean": float(np.mean(vals)) if vals else None,
+            "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else None, "values": vals}
+
+
+def run_grid(cfg: ShapesConfig, *, out_dir: str | Path, seeds: Sequence[int] | None = None,
+             search: Sequence[tuple[str, Sequence[Any]]] | None = None, run_name: str | None = None,
+             **run_kwargs: Any) -> dict[str, Any]:
+    """Several seeds and/or a validation-split search: one :func:`run` per (setting, seed).
+
+    Each run is named ``<name>[_<key><value>...][_seed<s>]`` (``<name>`` as in :func:`run`)
+    and writes its own ``<run>.json`` with ``"seed"`` and ``"group"``. A search
+    (``search=[("lr", (1e-3, 3e-3)), ("dropout", (0.1, 0.3))]``, their Cartesian product)
+    trains and selects on the validation split only: no test shape is evaluated, and
+    ``<name>_search.json`` holds one row per setting (best validation accuracy, mean and
+    sample std over the seeds, epochs, seconds) and the best setting. Without a search,
+    ``<name>_seeds.json`` holds the test accuracies per seed and their mean and sample
+    standard deviation (ddof = 1).
+
+    Args:
+        cfg: the settings shared by all runs (``cfg.seed`` is the seed when ``seeds`` is None).
+        out_dir: results directory.
+        seeds: seeds to run (``None``: ``[cfg.seed]``, and no ``_seed<s>`` suffix).
+        search: ``[(setting name, values), ...]`` to search, or None.
+        run_name: base name (default ``<model>_<train_rot>``).
+        run_kwargs: passed to :func:`run` (source, data_dir, device, quiet, data, restart, init_from).
+
+    Returns:
+        The aggregate payload (also written); ``{}`` on the non-zero ranks of a torchrun launch.
+    """
+    from pointsym.training import is_main_process
+
+    settings = search_settings(search)
+    _check_search(cfg, settings)
+    seed_list = [cfg.seed] if seeds is None else [check_int("seed", s, minimum=0) for s in seeds]
+    if not seed_list or len(set(seed_list)) != len(seed_list):
+        raise ValueError(f"--seeds must be distinct seeds >= 0, e.g. 0,1,2 (got {list(seed_list)}).")
+    base = run_name or f"{cfg.model}_{cfg.train_rot}"
+    kind = "search" if search else "seeds"
+    group = f"{base}_{kind}"
+    rows = []
+    for setting in settings:
+        runs = []
+        for seed in seed_list:
+            c = replace(cfg, **setting, seed=seed).validate()
+            name = base + "".join(f"_{k}{_tag(v)}" for k, v in setting.items())
+            name += f"_seed{seed}" if seeds is not None else ""
+            res = run(c, out_dir=out_dir, run_name=name, test=not search, group=group, **run_kwargs)
+            runs.append(res)
+        if not is_main_process():
+            continue
+        row: dict[str, Any] = {
+            "setting": setting, "seeds": seed_list, "runs": [r["run"] for r in runs],
+            "best_val_acc": _stats([r["best_val_acc"] for r in runs]),
+            "best_epoch": [r["best_epoch"] for r in runs],
+            "epochs_run": [r["epochs_run"] for r in runs],
+            "train_seconds": _stats([r["train_seconds"] for r in runs]),
+            "stopped_by": [r["budget"]["stopped_by"] for r in runs],
+            "budget_seconds_used": _stats([r["budget"].get("seconds_used") for r in runs]),
+            "n_parameters": runs[0]["n_parameters"],
+        }
+        if not search:
+            row["test"] = {rot: {"accuracy": _stats([r["test"][rot]["accuracy"] for r in runs])["mean"],
+                                 "accuracy_std": _stats([r["test"][rot]["accuracy"] for r in runs])["std"],
+                                 "accuracies": [r["test"][rot]["accuracy"] for r in runs],
+                                 "mean_class_accuracy": _stats([r["test"][rot]["mean_class_accuracy"]
+                                                                for r in runs])["mean"],
+                                 "mean_class_accuracy_std": _stats([r["test"][rot]["mean_class_accuracy"]
+                                                                    for r in runs])["std"],
+                                 "votes": cfg.votes,
+                                 **({"accuracy_one_vote": _stats([r["test"][rot]["accuracy_one_vote"]
+                                                                  for r in runs])["mean"],
+                                     "accuracy_one_vote_std": _stats([r["test"][rot]["accuracy_one_vote"]
+                                                                      for r in runs])["std"]}
+                                    if cfg.votes > 1 else {})}
+                           for rot in cfg.test_rot}
+        rows.append(row)
+    if not is_main_process():
+        return {}
+    config = {k: v for k, v in asdict(cfg).items() if k != "seed"}
+    payload: dict[str, Any] = {"kind": kind, "run": group, "base": base, "config": config, "seeds": seed_list,
+                               "std": "sample standard deviation over the seeds (ddof = 1; null for one seed)"}
+    if search:
+        best = max(rows, key=lambda r: -math.inf if r["best_val_acc"]["mean"] is None else r["best_val_acc"]["mean"])
+        payload.update({"split": "validation (no test shape evaluated)", "searched": [k for k, _ in search],
+                        "rows": rows, "best": best["setting"], "best_val_acc": best["best_val_acc"]})
+    else:
+        payload.update(rows[0])
+        del payload["setting"]
+    save_results(Path(out_dir) / f"{group}.json", payload)
+    return payload
 
 
 # --------------------------------------------------------------------------- runtime vs shells
@@ -497,31 +835,69 @@ def benchmark_shells(cfg: ShapesConfig, shells: list[int], *, n_batches: int = 5
 # --------------------------------------------------------------------------- summary
 
 
+def _label(name: str, train_rot: str) -> str:
+    """Row label of a run: its name without the training rotation (``csnn_z_R16`` -> ``csnn_R16``)."""
+    parts = name.split("_")
+    if train_rot in parts:
+        parts.remove(train_rot)
+    return "_".join(parts) or name
+
+
 def summarize(out_dir: str | Path) -> dict[str, Any]:
-    """Collect ``<model>_<train_rot>.json`` runs into ``summary.json``/``summary.md``/``summary.png``."""
+    """Collect the finished runs into ``summary.json``/``summary.md``/``summary.png``.
+
+    One row per run name without its training rotation (``csnn_z`` and ``csnn_so3`` give the
+    row ``csnn``, ``csnn_z_R16`` the row ``csnn_R16``). A seed group (``<name>_seeds.json`` of
+    :func:`run_grid`) gives one row ``<label> (seeds)`` with mean +- sample std, and its
+    single-seed runs are left out; search runs (validation only) are left out.
+    """
     out = Path(out_dir)
     table: dict[str, dict[str, Any]] = {}
     for path in sorted(out.glob("*.json")):
         if path.name in ("summary.json", "runtime_vs_shells.json"):
             continue
         rec = json.loads(path.read_text())
-        if "test" not in rec or "config" not in rec:
+        if "test" not in rec or "config" not in rec or rec.get("group") is not None:
             continue
         model, tr = rec["config"]["model"], rec["config"]["train_rot"]
-        entry = table.setdefault(model, {"n_parameters": rec["n_parameters"], "train_seconds": {},
-                                         "epochs": {}, "acc": {}})
-        entry["train_seconds"][tr] = rec["train_seconds"]
-        entry["epochs"][tr] = rec["epochs_run"]
+        if rec.get("kind") == "seeds":
+            label = f"{_label(rec['base'], tr)} (seeds)"
+            seconds, epochs, n_params = rec["train_seconds"]["mean"], rec["epochs_run"], rec["n_parameters"]
+        elif rec.get("kind") is None:
+            label = _label(rec["run"], tr)
+            seconds, epochs, n_params = rec["train_seconds"], rec["epochs_run"], rec["n_parameters"]
+        else:
+            continue
+        entry = table.setdefault(label, {"model": model, "n_parameters": n_params, "train_seconds": {},
+                                         "epochs": {}, "acc": {}, "acc_std": {}, "votes": {}, "seeds": {}})
+        entry["train_seconds"][tr] = seconds
+        entry["epochs"][tr] = epochs
+        entry["seeds"][tr] = rec.get("seeds", [rec.get("seed", rec["config"].get("seed"))])
         for te, res in rec["test"].items():
             entry["acc"][f"{tr}/{te}"] = res["accuracy"]
-    lines = ["| model | params | z/z | z/SO3 | SO3/SO3 | train time z, SO3 (s) |", "|---|---|---|---|---|---|"]
-    def acc(e: dict[str, Any], key: str) -> str:
-        return f"{100 * e['acc'][key]:.1f}" if key in e["acc"] else "-"
+            entry["votes"][f"{tr}/{te}"] = res.get("votes", 1)
+            if res.get("accuracy_std") is not None:
+                entry["acc_std"][f"{tr}/{te}"] = res["accuracy_std"]
+    lines = ["| model | params | z/z | z/SO3 | SO3/SO3 | epochs z, SO3 | train time z, SO3 (s) |",
+             "|---|---|---|---|---|---|---|"]
 
-    for model, e in table.items():
-        times = ", ".join(f"{e['train_seconds'][k]:.0f}" if k in e["train_seconds"] else "-" for k in ROTATIONS)
-        lines.append(f"| {model} | {e['n_parameters']:,} | {acc(e, 'z/z')} | {acc(e, 'z/so3')} | "
-                     f"{acc(e, 'so3/so3')} | {times} |")
+    def acc(e: dict[str, Any], key: str) -> str:
+        if key not in e["acc"]:
+            return "-"
+        text = f"{100 * e['acc'][key]:.1f}"
+        if key in e["acc_std"]:
+            text += f" +- {100 * e['acc_std'][key]:.1f}"
+        return text + (f" ({e['votes'][key]} votes)" if e["votes"].get(key, 1) > 1 else "")
+
+    def per_rot(d: dict[str, Any], fmt: str) -> str:
+        def one(v: Any) -> str:
+            return "/".join(str(x) for x in v) if isinstance(v, list) else format(v, fmt)
+
+        return ", ".join(one(d[k]) if k in d else "-" for k in ROTATIONS)
+
+    for label, e in table.items():
+        lines.append(f"| {label} | {e['n_parameters']:,} | {acc(e, 'z/z')} | {acc(e, 'z/so3')} | "
+                     f"{acc(e, 'so3/so3')} | {per_rot(e['epochs'], 'd')} | {per_rot(e['train_seconds'], '.0f')} |")
     md = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(md)
     save_results(out / "summary.json", {"table": table})
@@ -529,16 +905,17 @@ def summarize(out_dir: str | Path) -> dict[str, Any]:
         from pointsym.experiments.common.plotting import plt, savefig
 
         keys = ["z/z", "z/so3", "so3/so3"]
-        fig, ax = plt.subplots(figsize=(6, 3.2))
+        fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(table) + 2), 3.2))
         width = 0.8 / len(table)
-        for i, (model, e) in enumerate(table.items()):
+        for i, (label, e) in enumerate(table.items()):
             vals = [100 * e["acc"].get(k, np.nan) for k in keys]
-            ax.bar(np.arange(3) + i * width, vals, width, label=model)
+            errs = [100 * e["acc_std"].get(k, 0.0) for k in keys]
+            ax.bar(np.arange(3) + i * width, vals, width, yerr=errs if any(errs) else None, label=label)
         ax.set_xticks(np.arange(3) + width * (len(table) - 1) / 2)
         ax.set_xticklabels(["z/z", "z/SO3", "SO3/SO3"])
         ax.set_ylabel("test accuracy (%)")
         ax.set_ylim(0, 100)
-        ax.legend()
+        ax.legend(fontsize="small")
         savefig(fig, out / "summary.png")
     print(md)
     return table
@@ -560,23 +937,71 @@ def _main(args: argparse.Namespace) -> int:
     if args.init_from is not None and not Path(args.init_from).is_file():
         raise FileNotFoundError(f"--init-from {args.init_from!r} does not exist (expected a csnn-shapes checkpoint "
                                 "such as OUT/checkpoints/<run>/best.pt, or a model file of CSNNClassifier.save).")
+    if args.seeds is not None and (not args.seeds or min(args.seeds) < 0 or len(set(args.seeds)) != len(args.seeds)):
+        raise ValueError(f"--seeds must be distinct seeds >= 0, e.g. 0,1,2 (got {args.seeds}).")
     if args.benchmark_shells:
+        if args.seeds is not None or args.search:
+            raise ValueError("--benchmark-shells times one configuration; leave out --seeds and --search.")
         benchmark_shells(cfg, list(args.benchmark_shells), n_batches=args.benchmark_batches, out_dir=args.out,
                          source=args.source, data_dir=args.data_dir, device=args.device, quiet=args.quiet)
         return 0
-    res = run(cfg, out_dir=args.out, run_name=args.run_name, source=args.source, data_dir=args.data_dir,
-              device=args.device, quiet=args.quiet, restart=args.restart, init_from=args.init_from)
+    kwargs = dict(source=args.source, data_dir=args.data_dir, device=args.device, quiet=args.quiet,
+                  restart=args.restart, init_from=args.init_from)
+    if args.seeds is not None or args.search:
+        settings = search_settings(args.search)
+        _check_search(cfg, settings)  # before any training: a bad value fails at once
+        agg = run_grid(cfg, out_dir=args.out, seeds=args.seeds, search=args.search, run_name=args.run_name,
+                       **kwargs)
+        if not agg:  # not rank 0 of a torchrun launch
+            return 0
+        _print_grid(agg)
+        print(f"results in {Path(args.out) / (agg['run'] + '.json')}")
+        return 0
+    res = run(cfg, out_dir=args.out, run_name=args.run_name, **kwargs)
     if "test" not in res:  # not rank 0 of a torchrun launch: rank 0 reports
         return 0
     for rot, r in res["test"].items():
         print(f"{res['run']}: train {cfg.train_rot} / test {rot}: accuracy {100 * r['accuracy']:.2f} %, "
               f"mean class accuracy {100 * r['mean_class_accuracy']:.2f} % ({r['votes']} vote(s))")
+    b = res["budget"]
+    stop = (f", stopped by the {cfg.max_minutes:g}-min {b['clock']} budget after {b['seconds_used']:.0f} s"
+            if b["stopped_by"] == "max_minutes" else "")
     print(f"{res['n_parameters']:,} parameters, {res['train_seconds']:.0f} s training "
-          f"({res['epochs_run']} epochs); results in {Path(args.out) / (res['run'] + '.json')}")
+          f"({res['epochs_run']} epochs{stop}); results in {Path(args.out) / (res['run'] + '.json')}")
     return 0
 
 
+def _pm(stats: dict[str, Any] | None, scale: float = 100.0) -> str:
+    if not stats or stats.get("mean") is None:
+        return "-"
+    text = f"{scale * stats['mean']:.2f}"
+    return text + (f" +- {scale * stats['std']:.2f}" if stats.get("std") is not None else "")
+
+
+def _print_grid(agg: dict[str, Any]) -> None:
+    if agg["kind"] == "search":
+        for row in agg["rows"]:
+            shown = ", ".join(f"{k}={_tag(v)}" for k, v in row["setting"].items())
+            print(f"{shown}: best validation accuracy {_pm(row['best_val_acc'])} % "
+                  f"(epochs {row['epochs_run']}, {row['train_seconds']['mean']:.0f} s per run)")
+        print(f"best on the validation split: {', '.join(f'{k}={_tag(v)}' for k, v in agg['best'].items())}")
+        return
+    for rot, r in agg["test"].items():
+        stats = {"mean": r["accuracy"], "std": r["accuracy_std"]}
+        print(f"{agg['base']}: train {agg['config']['train_rot']} / test {rot}: accuracy {_pm(stats)} % over seeds "
+              f"{agg['seeds']} ({r['votes']} vote(s))")
+
+
+def _search_help() -> str:
+    return ("validation-split search: NAME=V1,V2,... (repeatable; the grid is their product), e.g. "
+            "--search lr=1e-3,3e-3 dropout=0.1,0.3. One run per setting (and seed) named <run>_<name><value>..., "
+            "trained and selected on the validation split only (no test shape is evaluated); OUT/<run>_search.json "
+            "holds one row per setting and the best one. Searchable: " + ", ".join(sorted(_field_types())))
+
+
 def register(sub: Any) -> None:
+    from pointsym.experiments.common.cli import argument_group
+
     p = sub.add_parser(
         "csnn-shapes",
         help="rotated ModelNet10 classification with a CSNN or PointNet (z/z, z/SO3, SO3/SO3)",
@@ -585,13 +1010,19 @@ def register(sub: Any) -> None:
     add_common_arguments(p, results="results/csnn_shapes", source="ModelNet10")
     add_dataclass_arguments(p, ShapesConfig, group="run settings")
     p.add_argument("--run-name", default=None, help="name of the run (default: <model>_<train-rot>)")
-    t = p.add_argument_group("training")
+    t = argument_group(p, "training")
     t.add_argument("--restart", action="store_true",
                    help="start fresh: move the checkpoints already in OUT/checkpoints/<run> aside (to previous/<n>/, "
                         "not deleted) instead of resuming them (default: off)")
     t.add_argument("--init-from", default=None, metavar="PATH",
                    help="start from the weights of a csnn-shapes checkpoint (best.pt/last.pt) or a model file, with "
                         "a fresh optimizer; a last.pt of the run still takes precedence (default: none)")
+    m = p.add_argument_group("seeds and search")
+    m.add_argument("--seeds", type=_int_tuple, default=None, metavar="0,1,2",
+                   help="run once per seed (replaces --seed; runs named <run>_seed<s>) and write OUT/<run>_seeds.json "
+                        "with the test accuracies per seed and their mean and sample std (default: --seed only)")
+    m.add_argument("--search", type=_search_item, nargs="+", action="extend", default=None, metavar="NAME=V1,V2",
+                   help=_search_help() + " (default: none)")
     g = p.add_argument_group("other modes")
     g.add_argument("--benchmark-shells", type=_int_tuple, default=None,
                    help="time the CSNN for these numbers of shells instead of training, e.g. 1,2,4,8,16")
