@@ -174,9 +174,13 @@ class PointNet(CheckpointMixin, nn.Module):
             else mask.to(points.dtype)
         p = points - (points * w[..., None]).sum(1, keepdim=True) / w.sum(1).clamp_min(1)[:, None, None]
         radius = (p.norm(dim=-1) * w).amax(1)
-        if bool((radius <= 0).any()):
-            raise ValueError("A cloud of 'points' has zero extent (all points coincide); it cannot be scaled "
-                             "to the unit ball.")
+        # A cloud whose points coincide (one ModelNet10 training shape is a single repeated voxel)
+        # has no scale: it stays at the centre (radius 1), as the CSNN grid mapping treats it,
+        # instead of a division by zero. Round-off of the centring counts as zero extent.
+        scale = (points.abs() * w[..., None]).amax(dim=(1, 2))
+        tiny = radius <= 64 * torch.finfo(points.dtype).eps * scale
+        radius = torch.where(tiny, torch.ones_like(radius), radius)
+        p = torch.where(tiny[:, None, None], torch.zeros_like(p), p)
         return p / radius[:, None, None]
 
     def forward(self, points: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

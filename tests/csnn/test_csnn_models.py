@@ -174,7 +174,11 @@ def test_pointnet_reference_size_and_errors():
         PointNet(4)(torch.randn(10, 3))
     with pytest.raises(ValueError, match="empty"):
         PointNet(4)(torch.randn(2, 0, 3))
-    with pytest.raises(ValueError, match="zero extent"):
-        PointNet(4)(torch.ones(2, 5, 3))
+    # zero extent: the cloud stays at the centre (finite, deterministic), as in the CSNN mapping
+    net = PointNet(4).eval()
+    with torch.no_grad():
+        out = net(torch.ones(2, 5, 3))
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out, net(torch.full((2, 5, 3), -3.0)))
     with pytest.raises(ValueError, match="'n_classes'"):
         PointNet(1)
