@@ -184,7 +184,8 @@ def _restore_cache(cfg: DOSDataConfig, out: Path, plan: list[dict[str, Any]]) ->
         n_k = int(np.prod(a.info.get("kpts", [1, 1, 1])))
         eig = np.asarray(a.info["eigenvalues"])
         shape = (-1,) if cfg.method == "xtb" else (n_k, -1)
-        result = {"eigenvalues": eig.reshape(shape), "weights": np.asarray(a.info["eigenvalue_weights"]).reshape(shape),
+        weights = np.asarray(a.info.get("eigenvalue_weights", np.full(eig.shape, 2.0)))
+        result = {"eigenvalues": eig.reshape(shape), "weights": weights.reshape(shape),
                   "occupations": np.asarray(a.info["occupations"]).reshape(shape),
                   "energy": float(a.info["total_energy"]), "homo": float(a.info["homo"]),
                   "lumo": float(a.info["lumo"]), "n_electrons": float(a.info["n_electrons"]),
@@ -210,9 +211,10 @@ def assemble(cfg: DOSDataConfig, out: str | os.PathLike[str], *, generation_seco
     """Gather the cached snapshots of ``cfg`` into one extended-XYZ file plus a manifest.
 
     Every frame's ``info`` holds ``family``, ``temperature`` (K), ``split``, ``traj``, ``index``,
-    ``method``, ``energy`` (eV), ``homo`` / ``lumo`` (eV), ``n_electrons``, ``kpts`` and the
-    eigenvalues ``eigenvalues`` (eV, flattened), ``eigenvalue_weights`` (same length) and
-    ``occupations``; positions in Angstrom.
+    ``method``, ``total_energy`` (eV), ``homo`` / ``lumo`` (eV), ``n_electrons``, ``kpts``,
+    ``seconds`` and the eigenvalues ``eigenvalues`` (eV, flattened, rounded to 1e-6 eV),
+    ``occupations`` (same length) and ``eigenvalue_weights`` (left out when every weight is 2,
+    as for GFN1-xTB at the Gamma point); positions in Angstrom.
     """
     import ase.io
     from ase import Atoms
@@ -237,10 +239,13 @@ def assemble(cfg: DOSDataConfig, out: str | os.PathLike[str], *, generation_seco
                 "total_energy": meta["energy"], "homo": meta["homo"], "lumo": meta["lumo"],
                 "n_electrons": meta["n_electrons"], "kpts": np.asarray(meta["kpts"], dtype=int),
                 "seconds": float(meta["seconds"]),
-                "eigenvalues": z["eigenvalues"].reshape(-1).astype(np.float64),
-                "eigenvalue_weights": z["weights"].reshape(-1).astype(np.float64),
-                "occupations": z["occupations"].reshape(-1).astype(np.float64),
+                # 1e-6 eV / 1e-6 electrons: far below the 0.1 eV grid, and the file stays a few MB
+                "eigenvalues": np.round(z["eigenvalues"].reshape(-1).astype(np.float64), 6),
+                "occupations": np.round(z["occupations"].reshape(-1).astype(np.float64), 6),
             })
+            weights = z["weights"].reshape(-1).astype(np.float64)
+            if not np.all(weights == 2.0):  # GFN1-xTB: 2 per level (spin, Gamma point), left out
+                atoms.info["eigenvalue_weights"] = weights
         seconds.append(meta["seconds"])
         frames.append(atoms)
     target = out / f"carbon_dos_{cfg.method}.extxyz.gz"
