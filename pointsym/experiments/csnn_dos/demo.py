@@ -114,7 +114,16 @@ def _plot_predictions(data: Any, pred: np.ndarray, baseline: np.ndarray, rows: l
 
 def _train(ctx: Any) -> tuple[Any, str]:
     """``pointsym csnn-dos train`` with :data:`DEMO_ARGS` into ``OUT/csnn_dos_demo``; returns (folder, its output)."""
-    from pointsym.cli import main
+    from pointsym.experiments.common.cli import PointsymArgumentParser, apply_common_arguments
+    from pointsym.experiments.csnn_dos.cli import register
+
+    def main(argv: list[str]) -> int:
+        # the csnn-dos sub-command alone (experiments must not import the top-level pointsym.cli)
+        parser = PointsymArgumentParser(prog="pointsym")
+        register(parser.add_subparsers(dest="command"))
+        args = parser.parse_args(argv)
+        apply_common_arguments(args)
+        return int(args.func(args) or 0)
 
     out = ctx.out_dir / RUN_NAME
     if out.exists():
