@@ -35,21 +35,46 @@ from torch import nn
 
 from pointsym.core import CheckpointMixin, check_choice, check_int, check_positive, parse_species
 from pointsym.geometry import icosphere_size
+from pointsym.models.csnn import _int_list  # one per-block list check for both CSNN models
 from pointsym.nn import CoRadialLayer, GlobalPool, IcoPool, IntraSphereLayer, atomic_environment_grid
 
-__all__ = ["CSNNDOS"]
+__all__ = ["CSNNDOS", "structure_mean"]
 
 
-def _int_list(name: str, value: Sequence[int] | None, length: int, default: list[int], minimum: int) -> list[int]:
-    if value is None:
-        return default
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise TypeError(f"Expected '{name}' to be a sequence of {length} integers (got {value!r}).")
-    out = [check_int(f"{name}[{i}]", v, minimum=minimum) for i, v in enumerate(value)]
-    if len(out) != length:
-        raise ValueError(f"Expected '{name}' to have level + 1 = {length} entries, one per mesh level "
-                         f"(got {len(out)}: {list(value)}).")
-    return out
+def structure_mean(values: torch.Tensor, batch: Any = None, n_structures: int | None = None) -> torch.Tensor:
+    """Mean of per-atom rows over each structure: ``(A, ...) -> (S, ...)``.
+
+    Args:
+        values: ``(A, ...)`` per-atom values (atoms of all structures concatenated).
+        batch: ``(A,)`` integer structure index of every row in ``[0, S)`` (``None``: one structure).
+        n_structures: ``S`` (default ``batch.max() + 1``); every structure needs at least one row.
+
+    Raises:
+        ValueError: bad ``batch`` shape or dtype, negative or too large indices, an empty structure.
+    """
+    n_rows = values.shape[0]
+    if n_rows == 0:
+        raise ValueError("No atoms to average; pass at least one atom per structure.")
+    if batch is None:
+        batch = torch.zeros(n_rows, dtype=torch.long, device=values.device)
+    else:
+        batch = torch.as_tensor(batch, device=values.device)
+        if batch.is_floating_point() or batch.dtype == torch.bool or batch.shape != (n_rows,):
+            raise ValueError(f"Expected 'batch' to be an integer tensor of shape ({n_rows},), one structure index "
+                             f"per atom (got dtype {batch.dtype}, shape {tuple(batch.shape)}).")
+        batch = batch.long()
+    if int(batch.min()) < 0:
+        raise ValueError(f"'batch' has negative structure indices (min {int(batch.min())}).")
+    n_s = int(batch.max()) + 1 if n_structures is None else check_int("n_structures", n_structures, minimum=1)
+    if int(batch.max()) >= n_s:
+        raise ValueError(f"'batch' refers to structure {int(batch.max())} but 'n_structures'={n_s}.")
+    counts = torch.bincount(batch, minlength=n_s)
+    if bool((counts == 0).any()):
+        empty = int(torch.nonzero(counts == 0)[0, 0])
+        raise ValueError(f"Structure {empty} has no atoms in 'batch'; every structure needs at least one atom "
+                         "(or lower 'n_structures').")
+    total = values.new_zeros((n_s, *values.shape[1:])).index_add(0, batch, values)
+    return total / counts.to(values.dtype).reshape(n_s, *([1] * (values.dim() - 1)))
 
 
 class _VertexMean(nn.Module):
@@ -247,30 +272,9 @@ class CSNNDOS(CheckpointMixin, nn.Module):
             n_structures: ``S`` (default ``batch.max() + 1``); every structure needs an atom.
         """
         self._check_grid(grid)
-        n_atoms = grid.shape[0]
-        if batch is None:
-            batch = torch.zeros(n_atoms, dtype=torch.long, device=grid.device)
-        else:
-            batch = torch.as_tensor(batch, device=grid.device)
-            if batch.is_floating_point() or batch.dtype == torch.bool or batch.shape != (n_atoms,):
-                raise ValueError(f"Expected 'batch' to be an integer tensor of shape ({n_atoms},), one structure "
-                                 f"index per atom of 'grid' (got dtype {batch.dtype}, shape {tuple(batch.shape)}).")
-            batch = batch.long()
-        if n_atoms == 0:
+        if grid.shape[0] == 0:
             raise ValueError("'grid' has no atoms; pass at least one atom per structure.")
-        if int(batch.min()) < 0:
-            raise ValueError(f"'batch' has negative structure indices (min {int(batch.min())}).")
-        n_s = int(batch.max()) + 1 if n_structures is None else check_int("n_structures", n_structures, minimum=1)
-        if int(batch.max()) >= n_s:
-            raise ValueError(f"'batch' refers to structure {int(batch.max())} but 'n_structures'={n_s}.")
-        counts = torch.bincount(batch, minlength=n_s)
-        if bool((counts == 0).any()):
-            empty = int(torch.nonzero(counts == 0)[0, 0])
-            raise ValueError(f"Structure {empty} has no atoms in 'batch'; every structure needs at least one atom "
-                             "(or lower 'n_structures').")
-        atoms = self.forward_atoms(grid)
-        total = atoms.new_zeros(n_s, self.n_energies).index_add(0, batch, atoms)
-        return total / counts.to(atoms.dtype)[:, None]
+        return structure_mean(self.forward_atoms(grid), batch, n_structures)
 
     def forward_structures(self, positions: Any, numbers: Any, cell: Any = None, pbc: Any = None,
                            batch: Any = None) -> torch.Tensor:

@@ -32,7 +32,7 @@ from torch import nn
 from pointsym.core import CheckpointMixin, check_choice, check_int, check_positive, parse_species
 from pointsym.descriptors import SOAP
 from pointsym.models._pet_layers import PETBlock, check_pet_hypers, local_block_outputs, pet_graph, run_pet_blocks
-from pointsym.models.csnn_dos import _Smoothing
+from pointsym.models.csnn_dos import _Smoothing, structure_mean
 from pointsym.structures import MIN_DISTANCE, check_structure_inputs
 
 __all__ = ["AtomwiseDOSMLP", "DOSHead", "PETDOS", "PerAtomDOS", "SOAPFeaturizer", "structure_mean"]
@@ -56,42 +56,6 @@ def _number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"Expected '{name}' to be a number (got {value!r}).")
     return float(value)
-
-
-def structure_mean(values: torch.Tensor, batch: Any = None, n_structures: int | None = None) -> torch.Tensor:
-    """Mean of per-atom rows over each structure: ``(A, ...) -> (S, ...)``.
-
-    Args:
-        values: ``(A, ...)`` per-atom values (atoms of all structures concatenated).
-        batch: ``(A,)`` integer structure index of every row in ``[0, S)`` (``None``: one structure).
-        n_structures: ``S`` (default ``batch.max() + 1``); every structure needs at least one row.
-
-    Raises:
-        ValueError: bad ``batch`` shape or dtype, negative or too large indices, an empty structure.
-    """
-    n_rows = values.shape[0]
-    if n_rows == 0:
-        raise ValueError("No atoms to average; pass at least one atom per structure.")
-    if batch is None:
-        batch = torch.zeros(n_rows, dtype=torch.long, device=values.device)
-    else:
-        batch = torch.as_tensor(batch, device=values.device)
-        if batch.is_floating_point() or batch.dtype == torch.bool or batch.shape != (n_rows,):
-            raise ValueError(f"Expected 'batch' to be an integer tensor of shape ({n_rows},), one structure index "
-                             f"per atom (got dtype {batch.dtype}, shape {tuple(batch.shape)}).")
-        batch = batch.long()
-    if int(batch.min()) < 0:
-        raise ValueError(f"'batch' has negative structure indices (min {int(batch.min())}).")
-    n_s = int(batch.max()) + 1 if n_structures is None else check_int("n_structures", n_structures, minimum=1)
-    if int(batch.max()) >= n_s:
-        raise ValueError(f"'batch' refers to structure {int(batch.max())} but 'n_structures'={n_s}.")
-    counts = torch.bincount(batch, minlength=n_s)
-    if bool((counts == 0).any()):
-        empty = int(torch.nonzero(counts == 0)[0, 0])
-        raise ValueError(f"Structure {empty} has no atoms in 'batch'; every structure needs at least one atom "
-                         "(or lower 'n_structures').")
-    total = values.new_zeros((n_s, *values.shape[1:])).index_add(0, batch, values)
-    return total / counts.to(values.dtype).reshape(n_s, *([1] * (values.dim() - 1)))
 
 
 def _energy_grid(n_energies: int, e_min: float, e_step: float) -> torch.Tensor:
