@@ -7,7 +7,13 @@ shipped inside the package (used by ``pointsym demo`` and the tests).
 
 from pointsym.datasets._root import DataNotFoundError, check_source, data_file, embedded_file, resolve_data_root
 from pointsym.datasets.atomistic import ATOMISTIC_SETS, load_atomistic, read_atomistic
-from pointsym.datasets.carbon_dos import CARBON_DOS_FAMILIES, DOSSet, carbon_dos_file, load_carbon_dos
+from pointsym.datasets.carbon_dos import (
+    CARBON_DOS_FAMILIES,
+    DOSSet,
+    carbon_dos_file,
+    default_energy_window,
+    load_carbon_dos,
+)
 from pointsym.datasets.crystals import CRYSTAL_SETS, load_crystals, read_crystals_csv, read_crystals_npz
 from pointsym.datasets.mnist import load_mnist
 from pointsym.datasets.modelnet import MODELNET10_CLASSES, load_modelnet10
@@ -20,6 +26,7 @@ __all__ = [
     "DataNotFoundError",
     "MODELNET10_CLASSES",
     "carbon_dos_file",
+    "default_energy_window",
     "check_source",
     "data_file",
     "embedded_file",

@@ -16,6 +16,7 @@ sections 5 and 5.1), energies in eV:
 from pointsym.electronic._dos import (
     FERMI_TOLERANCE,
     band_energy,
+    band_moment,
     dos_loss,
     dos_metrics,
     energy_grid,
@@ -28,6 +29,7 @@ from pointsym.electronic._dos import (
 __all__ = [
     "FERMI_TOLERANCE",
     "band_energy",
+    "band_moment",
     "dos_loss",
     "dos_metrics",
     "energy_grid",

@@ -110,7 +110,29 @@ def test_embedded_subset_loads_every_family():
     assert set(sub.split) == {"test"} and len(sub) == int((d.split == "test").sum())
 
 
+def test_absolute_alignment_shifts_the_band_energy_by_four_times_midgap():
+    # same eigenvalues on two grids: with every occupied state inside both windows the band energy
+    # on the absolute scale is the midgap one plus (N_e / N) * (HOMO + LUMO) / 2 (sigma << the windows)
+    mid = load_carbon_dos(source="embedded", families=["C60", "Graphene"])
+    absolute = load_carbon_dos(source="embedded", families=["C60", "Graphene"], align="none")
+    assert absolute.align == "none" and mid.align == "midgap"
+    assert (absolute.energies[0], absolute.energies[-1]) == pytest.approx((-21.0, -6.1))
+    assert np.all(absolute.e_align == 0.0) and np.all(mid.e_align < -8.0)
+    results = []
+    for d in (mid, absolute):
+        total = d.dos * d.n_atoms[:, None]
+        e_f = fermi_level(d.energies, total, d.n_electrons)
+        results.append((e_f, band_energy(d.energies, total, e_f, d.n_atoms)))
+    (ef_mid, eb_mid), (ef_abs, eb_abs) = results
+    np.testing.assert_allclose(ef_abs, ef_mid + mid.e_align, atol=0.011)  # the 0.01 eV Fermi search grid
+    np.testing.assert_allclose(eb_abs, eb_mid + mid.n_electrons / mid.n_atoms * mid.e_align, atol=0.05)
+    with pytest.raises(ValueError, match="default energy window"):
+        load_carbon_dos(source="embedded", method="gpaw", align="none")
+
+
 def test_loader_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="align"):
+        load_carbon_dos(source="embedded", align="fermi")
     with pytest.raises(ValueError, match="split"):
         load_carbon_dos("training", source="embedded")
     with pytest.raises(ValueError, match="families"):

@@ -19,6 +19,7 @@ from scipy.stats import norm
 from pointsym.electronic import (
     FERMI_TOLERANCE,
     band_energy,
+    band_moment,
     dos_loss,
     dos_metrics,
     energy_grid,
@@ -105,6 +106,48 @@ def test_fermi_level_and_band_energy_of_a_constant_dos():
     # The window ends at 0.8 eV (one coarse step before 0.9): c * 30.8 = 61.6 states at most.
     with pytest.raises(ValueError, match=r"reaches only 61\.6 states.*'n_electrons'.*Widen the window"):
         fermi_level(grid, dos, 70)
+
+
+def test_linear_crossing_counts_exactly_the_electrons():
+    # constant total DOS c: I(E) = c (E + 30), so the linear crossing of N_e - 0.005 is exact,
+    # E_F = -30 + (N_e - 0.005) / c, where the reference's grid crossing rounds up to the fine grid
+    grid = energy_grid()
+    n_atoms, c, n_e = 10, 2.0, 40.3
+    dos = np.full(grid.shape, c)
+    exact = -30.0 + (n_e - 0.005) / c
+    assert abs(fermi_level(grid, dos, n_e) - (-9.85)) < 1e-9  # first fine energy above -9.8525
+    assert abs(fermi_level(grid, dos, n_e, crossing="linear") - exact) < 1e-9
+    m = dos_metrics(grid, dos / n_atoms, dos / n_atoms, n_atoms, n_e, crossing="linear")
+    np.testing.assert_allclose(m["fermi_ref"], exact, atol=1e-9)
+    np.testing.assert_allclose(m["band_energy_ref"], c * (exact**2 - 900) / (2 * n_atoms), atol=1e-9)
+    # a rigid shift of the scale moves the linear band energy by exactly (N_e - 0.005) / N times the shift
+    shifted = dos_metrics(grid + 7.0, dos / n_atoms, dos / n_atoms, n_atoms, n_e, crossing="linear")
+    np.testing.assert_allclose(shifted["band_energy_ref"] - m["band_energy_ref"], 7.0 * (n_e - 0.005) / n_atoms,
+                               atol=1e-9)
+    with pytest.raises(ValueError, match="crossing"):
+        fermi_level(grid, dos, n_e, crossing="nearest")
+
+
+def test_band_moment_closed_form_shift_invariance_and_gradient():
+    grid = energy_grid(-10.0, 2.0, 0.1)
+    c = 0.5
+    dos = torch.full((2, grid.size), c, dtype=torch.float64)
+    # E_F on a bin edge: sum over the bins below of (E_k - E_F) c dE = c dE^2 sum_j -(j - 1/2), j = 1..n
+    e_f = torch.tensor([-5.05, -2.05], dtype=torch.float64)
+    n = np.round((e_f.numpy() - (-10.0 - 0.05)) / 0.1).astype(int)
+    exact = -c * 0.1**2 * n**2 / 2.0
+    np.testing.assert_allclose(band_moment(dos, grid, e_f).numpy(), exact, rtol=1e-12)
+    # a rigid shift of grid and Fermi level together changes nothing; the bin holding E_F counts its fraction
+    np.testing.assert_allclose(band_moment(dos, grid + 3.3, e_f + 3.3).numpy(), exact, rtol=1e-10)
+    # E_F = -5.0, a bin centre: the 50 full bins below sit 0.05 eV lower relative to it, the half bin adds 0
+    half = band_moment(dos[:1], grid, torch.tensor([-5.0], dtype=torch.float64))
+    assert float(half) == pytest.approx(exact[0] - c * 0.1 * 50 * 0.05, rel=1e-10)
+    g = torch.rand(2, grid.size, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: band_moment(x, grid, e_f), (g,))
+    with pytest.raises(ValueError, match="e_fermi"):
+        band_moment(dos, grid, e_f[:1])
+    with pytest.raises(TypeError, match="torch"):
+        band_moment(dos.numpy(), grid, e_f)
 
 
 def test_fermi_level_and_band_energy_of_a_quadratic_band():

@@ -128,6 +128,20 @@ def test_rerun_with_more_epochs_resumes(trained, data_file, tmp_path, capsys):
     assert "base_width: 4 -> 8" in err and "--restart" in err
 
 
+def test_absolute_alignment_round_trips_through_the_checkpoint(data_file, tmp_path):
+    # --align none trains on xTB's absolute scale; eval rebuilds the same grid from the checkpoint
+    out = tmp_path / "abs"
+    assert main(["csnn-dos", "train", "--data-file", str(data_file), "--epochs", "1", *TINY, "--align", "none",
+                 "--out", str(out), "--eval-split", "none", "--no-plots"]) == 0
+    grid = json.loads((out / "metrics.json").read_text())["data"]["grid"]
+    assert grid["align"] == "none" and (grid["e_min"], grid["e_max"]) == pytest.approx((-21.0, -6.1))
+    assert main(["csnn-dos", "eval", "--checkpoint", str(out), "--split", "test", "--no-plots", "--quiet",
+                 "--threads", "1"]) == 0
+    result = json.loads((out / "eval_test.json").read_text())
+    assert result["data"]["grid"]["align"] == "none" and result["fermi_crossing"] == "linear"
+    _check_summary(result["summary"], CARBON_DOS_FAMILIES)
+
+
 @pytest.mark.parametrize("argv,flag", [
     (["--atoms-per-structure", "0"], "--atoms-per-structure must be >= 1"),
     (["--model", "unknown"], "--model must be one of csnn, soap-mlp, pet"),
@@ -135,7 +149,8 @@ def test_rerun_with_more_epochs_resumes(trained, data_file, tmp_path, capsys):
     (["--model", "pet", "--level", "2"], "--level applies to --model csnn only"),
     (["--e-min", "0", "--e-max", "-1"], "--e-max must be larger than --e-min"),
     (["--model-options", "{oops"], "--model-options is not valid JSON"),
-], ids=["atoms-per-structure", "model", "loss-alpha", "csnn-flag", "grid", "model-options"])
+    (["--method", "gpaw", "--align", "none"], "--method gpaw with --align none has no default energy window"),
+], ids=["atoms-per-structure", "model", "loss-alpha", "csnn-flag", "grid", "model-options", "align-window"])
 def test_bad_options_exit_2_with_one_line_naming_the_flag(tmp_path, capsys, argv, flag):
     # a missing data file would fail next: the options are checked before any work
     err = _error(capsys, ["csnn-dos", "train", "--data-file", str(tmp_path / "missing.extxyz.gz"), *argv,

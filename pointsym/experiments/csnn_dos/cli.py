@@ -77,11 +77,16 @@ class TrainOptions:
     method: str = field(default="xtb", metadata={
         "help": "electronic-structure method of the --source full file: xtb (GFN1-xTB, every structure) or gpaw "
                 "(the PBE subset)", "choices": _METHODS, "group": "data"})
-    e_min: float = field(default=-12.0, metadata={"help": "first energy of the DOS grid, relative to each "
-                                                          "structure's (HOMO + LUMO) / 2", "unit": "eV",
-                                                  "group": "energy grid"})
-    e_max: float = field(default=2.9, metadata={"help": "last energy of the DOS grid (e_min + k * e_step)",
-                                                "unit": "eV", "group": "energy grid"})
+    align: str = field(default="midgap", metadata={
+        "help": "energy reference of the targets: midgap shifts each structure by its (HOMO + LUMO) / 2 (the Fermi "
+                "level); none keeps the method's absolute energies, on which the band energy is a sum of local "
+                "terms", "choices": ("midgap", "none"), "group": "energy grid"})
+    e_min: float | None = field(default=None, metadata={
+        "help": "first energy of the DOS grid (relative to (HOMO + LUMO) / 2 with --align midgap)", "unit": "eV",
+        "default_help": "-12.0 midgap, -21.0 none (xtb); -25.0 midgap (gpaw)", "group": "energy grid"})
+    e_max: float | None = field(default=None, metadata={
+        "help": "last energy of the DOS grid (e_min + k * e_step)", "unit": "eV",
+        "default_help": "2.9 midgap, -6.1 none (xtb)", "group": "energy grid"})
     e_step: float = field(default=0.1, metadata={"help": "spacing of the DOS grid", "unit": "eV",
                                                  "group": "energy grid", "gt": 0.0})
     sigma: float = field(default=0.2, metadata={"help": "Gaussian broadening of the eigenvalues into the target DOS",
@@ -137,6 +142,10 @@ class TrainOptions:
     loss_alpha: float = field(default=0.1, metadata={
         "help": "weight alpha of the DOS term of the loss alpha MSE(DOS) + (1 - alpha) MSE(integrated DOS), in "
                 "[0, 1]", "group": "training", "min": 0.0, "max": 1.0})
+    band_weight: float = field(default=0.0, metadata={
+        "help": "weight of an extra loss term, the mean squared error of the occupied first moment of the DOS "
+                "at the reference Fermi level (pointsym.electronic.band_moment: the band-energy error at a fixed "
+                "electron count), eV^2 (0: the paper's loss)", "group": "training", "min": 0.0})
     lr_patience: int = field(default=99, metadata={
         "help": f"epochs without a relative improvement of {LR_THRESHOLD:g} of the validation loss before the "
                 f"learning rate is multiplied by {LR_FACTOR:g} (ReduceLROnPlateau)", "unit": "epochs",
@@ -177,12 +186,13 @@ class TrainOptions:
     def validate(self) -> None:
         if self.model not in ADAPTERS:
             raise ValueError(f"--model must be one of {', '.join(ADAPTERS)} (got {self.model!r}).")
-        if self.e_max <= self.e_min:
-            raise ValueError(f"--e-max must be larger than --e-min (got {self.e_min} and {self.e_max}).")
         from pointsym.electronic import energy_grid
 
+        e_min, e_max = _window(self)
+        if e_max <= e_min:
+            raise ValueError(f"--e-max must be larger than --e-min (got {e_min} and {e_max}).")
         try:
-            energy_grid(self.e_min, self.e_max, self.e_step)
+            energy_grid(e_min, e_max, self.e_step)
         except ValueError as exc:
             raise ValueError(f"--e-min, --e-max and --e-step do not make a grid: {exc}") from None
         if self.model != "csnn":
@@ -254,22 +264,43 @@ class EvalOptions:
 
 
 # ---------------------------------------------------------------------------------- training
+def _window(opts: Any) -> tuple[float, float]:
+    """``(e_min, e_max)`` of the grid: the options, else the loader's default for the method and alignment."""
+    from pointsym.datasets import default_energy_window
+
+    if opts.e_min is not None and opts.e_max is not None:
+        return float(opts.e_min), float(opts.e_max)
+    try:
+        default = default_energy_window(opts.method, opts.align)
+    except ValueError:
+        raise ValueError(f"--method {opts.method} with --align {opts.align} has no default energy window; pass "
+                         "--e-min and --e-max (eV, absolute energies of the method).") from None
+    return (float(opts.e_min) if opts.e_min is not None else default[0],
+            float(opts.e_max) if opts.e_max is not None else default[1])
+
+
 def _grid_spec(opts: Any) -> Any:
     from pointsym.experiments.csnn_dos.data import GridSpec
 
-    return GridSpec(e_min=float(opts.e_min), e_max=float(opts.e_max), step=float(opts.e_step), sigma=float(opts.sigma))
+    e_min, e_max = _window(opts)
+    return GridSpec(e_min=e_min, e_max=e_max, step=float(opts.e_step), sigma=float(opts.sigma), align=opts.align)
 
 
-def _make_loss(adapter: Any, *, step: float, alpha: float, atoms_per_structure: int | None, rotate: bool):
-    """Trainer ``loss_fn``: ``dos_loss`` of the predicted mean per-atom DOS of the centre atoms.
+def _make_loss(adapter: Any, *, energies: Any, alpha: float, atoms_per_structure: int | None, rotate: bool,
+               band_weight: float = 0.0):
+    """Trainer ``loss_fn``: ``dos_loss`` of the predicted mean per-atom DOS of the centre atoms, plus
+    ``band_weight`` times the mean squared error of :func:`~pointsym.electronic.band_moment` at the
+    reference Fermi level.
 
     In training the centres are ``atoms_per_structure`` random atoms per structure and the
     structures are randomly rotated (with ``rotate``), both from torch's global RNG, which the
     Trainer checkpoints (a resumed run draws the same); in validation the batch's fixed centres
     (all atoms by default) and no rotation.
     """
-    from pointsym.electronic import dos_loss, integrated_dos
+    from pointsym.electronic import band_moment, dos_loss, integrated_dos
     from pointsym.experiments.csnn_dos.data import rotate_frames, sample_centres
+
+    step = float(energies[1] - energies[0])
     from pointsym.geometry import random_rotation
 
     def loss_fn(model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
@@ -285,10 +316,17 @@ def _make_loss(adapter: Any, *, step: float, alpha: float, atoms_per_structure: 
         prepared = adapter.prepare(frames, centres, dtype=_DTYPE, device=batch.dos.device)
         pred = adapter.predict(model, prepared)
         loss = dos_loss(pred, batch.dos, step, alpha)
+        metrics: dict[str, float] = {}
+        if batch.fermi is not None:
+            # the moment error is the band-energy error at the reference electron count (eV/atom)
+            moment_err = band_moment(pred, energies, batch.fermi) - band_moment(batch.dos, energies, batch.fermi)
+            if band_weight > 0:
+                loss = loss + band_weight * moment_err.pow(2).mean()
+            metrics["band_moment_mae"] = float(moment_err.detach().abs().mean())
         with torch.no_grad():
             d = pred.detach() - batch.dos
             di = integrated_dos(pred.detach(), step) - integrated_dos(batch.dos, step)
-            metrics = {"dos_rmse": float(d.pow(2).mean().sqrt()), "idos_rmse": float(di.pow(2).mean().sqrt())}
+            metrics |= {"dos_rmse": float(d.pow(2).mean().sqrt()), "idos_rmse": float(di.pow(2).mean().sqrt())}
         return loss, metrics
 
     return loss_fn
@@ -353,13 +391,15 @@ def _train_main(args: argparse.Namespace) -> int:
         epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, weight_decay=opts.weight_decay, seed=args.seed,
         out_dir=str(out / "checkpoints"), restart=opts.restart, device=args.device, quiet=args.quiet,
         extra={"task": "csnn-dos", "adapter": opts.model, "model_options": options, "model": spec,
-               "data": data_spec, "loss_alpha": opts.loss_alpha, "atoms_per_structure": opts.atoms_per_structure,
+               "data": data_spec, "loss_alpha": opts.loss_alpha, "band_weight": opts.band_weight,
+               "atoms_per_structure": opts.atoms_per_structure,
                "val_atoms_per_structure": opts.val_atoms_per_structure, "rotate_train": opts.rotate_train,
                "lr_schedule": {"kind": "plateau", "factor": LR_FACTOR, "patience": opts.lr_patience,
                                "threshold": LR_THRESHOLD, "min_lr": opts.min_lr},
                "dtype": "float32", "init_from": opts.init_from},
     )
-    loss_fn = _make_loss(adapter, step=grid.step, alpha=opts.loss_alpha, atoms_per_structure=opts.atoms_per_structure,
+    loss_fn = _make_loss(adapter, energies=data.energies, alpha=opts.loss_alpha, band_weight=opts.band_weight,
+                         atoms_per_structure=opts.atoms_per_structure,
                          rotate=opts.rotate_train)
     trainer = Trainer(model, loss_fn, config, optimizer=optimizer, scheduler=scheduler, collate_fn=collate)
     n_params = sum(p.numel() for p in model.parameters())

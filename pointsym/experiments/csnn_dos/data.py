@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["DOSBatch", "DOSDataset", "GridSpec", "collate", "fixed_centres", "limit", "load_sets", "rotate_frames",
-           "sample_centres", "split_of"]
+__all__ = ["DOSBatch", "DOSDataset", "GridSpec", "collate", "fixed_centres", "limit", "load_sets", "reference_fermi",
+           "rotate_frames", "sample_centres", "split_of"]
 
 
 @dataclass(frozen=True)
@@ -21,9 +21,11 @@ class GridSpec:
     e_max: float = 2.9
     step: float = 0.1
     sigma: float = 0.2
+    # runs written before the option existed were all on the midgap grid
+    align: str = "midgap"
 
-    def to_dict(self) -> dict[str, float]:
-        return {"e_min": self.e_min, "e_max": self.e_max, "step": self.step, "sigma": self.sigma}
+    def to_dict(self) -> dict[str, Any]:
+        return {"e_min": self.e_min, "e_max": self.e_max, "step": self.step, "sigma": self.sigma, "align": self.align}
 
 
 def load_sets(*, source: str, method: str, data_dir: str | None, data_file: str | None, grid: GridSpec) -> Any:
@@ -105,39 +107,54 @@ def rotate_frames(frames: Sequence[Any], rotations: Any) -> list[Any]:
     return out
 
 
+def reference_fermi(data: Any) -> np.ndarray:
+    """``(S,)`` Fermi level of every reference DOS of ``data``, eV (linear crossing)."""
+    from pointsym.electronic import fermi_level
+
+    return np.atleast_1d(fermi_level(data.energies, data.dos * data.n_atoms[:, None], data.n_electrons,
+                                     crossing="linear"))
+
+
 class DOSDataset(torch.utils.data.Dataset):
-    """Structures of a :class:`~pointsym.datasets.DOSSet` with their per-atom DOS, optionally with fixed centres."""
+    """Structures of a :class:`~pointsym.datasets.DOSSet` with their per-atom DOS and reference Fermi level,
+    optionally with fixed centres."""
 
     def __init__(self, data: Any, centres: list[np.ndarray] | None = None) -> None:
         self.data = data
         self.centres = centres
+        self.fermi = reference_fermi(data)
 
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, k: int) -> tuple[Any, np.ndarray, np.ndarray | None]:
-        return self.data.frames[k], self.data.dos[k], None if self.centres is None else self.centres[k]
+    def __getitem__(self, k: int) -> tuple[Any, np.ndarray, np.ndarray | None, float]:
+        return (self.data.frames[k], self.data.dos[k], None if self.centres is None else self.centres[k],
+                float(self.fermi[k]))
 
 
 @dataclass
 class DOSBatch:
-    """A batch of structures: frames, their reference per-atom DOS ``(S, n_E)`` and optional fixed centres."""
+    """A batch of structures: frames, their reference per-atom DOS ``(S, n_E)``, optional fixed centres and
+    the reference Fermi levels ``(S,)`` (eV)."""
 
     frames: list[Any]
     dos: torch.Tensor
     centres: list[np.ndarray] | None = field(default=None)
+    fermi: torch.Tensor | None = field(default=None)
 
     @property
     def batch_size(self) -> int:
         return len(self.frames)
 
     def to(self, device: Any) -> DOSBatch:
-        return DOSBatch(self.frames, self.dos.to(device), self.centres)
+        return DOSBatch(self.frames, self.dos.to(device), self.centres,
+                        None if self.fermi is None else self.fermi.to(device))
 
 
-def collate(items: list[tuple[Any, np.ndarray, np.ndarray | None]]) -> DOSBatch:
+def collate(items: list[tuple[Any, ...]]) -> DOSBatch:
     """Trainer ``collate_fn``: float32 targets, the frames as they are."""
     frames = [it[0] for it in items]
     dos = torch.as_tensor(np.stack([it[1] for it in items]), dtype=torch.float32)
     centres = None if all(it[2] is None for it in items) else [it[2] for it in items]
-    return DOSBatch(frames, dos, centres)
+    fermi = torch.tensor([it[3] for it in items], dtype=torch.float64) if all(len(it) > 3 for it in items) else None
+    return DOSBatch(frames, dos, centres, fermi)
