@@ -194,8 +194,9 @@ def init_weights(model: torch.nn.Module, path: str | os.PathLike[str], *, flag: 
     if isinstance(stored, dict) and isinstance(hypers, dict):
         diff = {k: (stored.get(k), hypers.get(k)) for k in sorted(set(stored) | set(hypers))
                 if _json_norm(stored.get(k)) != _json_norm(hypers.get(k))}
-        # Data-derived settings (self energies, boxes) are weights too: compare architecture only.
-        diff = {k: v for k, v in diff.items() if k not in ("self_energies",)}
+        # Data-derived settings (self energies, boxes) are weights too, and a DOS model's energy grid
+        # only labels its output bins (a start on another grid is a fine-tune): compare architecture only.
+        diff = {k: v for k, v in diff.items() if k not in ("self_energies", "e_min", "e_step")}
         if diff:
             shown = ", ".join(f"{k}: {a!r} in the file, {b!r} in this run" for k, (a, b) in diff.items())
             raise ValueError(f"{flag} {name!r} holds a model of another architecture ({shown}); pass the same "

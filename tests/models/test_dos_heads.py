@@ -336,3 +336,19 @@ def test_pet_adapter_centres_and_ecse():
     bare = adapter.predict(model, prep)
     bare.sum().backward()
     assert model.blocks[0].geometry.weight.grad is not None
+
+
+def test_init_from_another_energy_grid_copies_the_weights(tmp_path):
+    # the grid (e_min, e_step) only labels the output bins: a start on another grid is allowed, another
+    # width is not
+    from pointsym.training import init_weights
+
+    src = AtomwiseDOSMLP(20, e_min=-12.0, e_step=0.1, hidden=(8,), n_max=2, l_max=1)
+    path = src.save(tmp_path / "src.pt")
+    dst = AtomwiseDOSMLP(20, e_min=-21.0, e_step=0.1, hidden=(8,), n_max=2, l_max=1)
+    init_weights(dst, path)
+    for k, v in src.state_dict().items():
+        assert torch.equal(v, dst.state_dict()[k]), k
+    assert dst.hypers["e_min"] == -21.0
+    with pytest.raises(ValueError, match="another architecture.*hidden"):
+        init_weights(AtomwiseDOSMLP(20, e_min=-21.0, hidden=(16,), n_max=2, l_max=1), path)
