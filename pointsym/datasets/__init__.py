@@ -11,7 +11,7 @@ from pointsym.datasets.carbon_dos import (
     CARBON_DOS_FAMILIES,
     DOSSet,
     carbon_dos_file,
-    default_energy_window,
+    energy_window,
     load_carbon_dos,
 )
 from pointsym.datasets.crystals import CRYSTAL_SETS, load_crystals, read_crystals_csv, read_crystals_npz
@@ -26,7 +26,7 @@ __all__ = [
     "DataNotFoundError",
     "MODELNET10_CLASSES",
     "carbon_dos_file",
-    "default_energy_window",
+    "energy_window",
     "check_source",
     "data_file",
     "embedded_file",

@@ -33,7 +33,7 @@ from pointsym.core import check_choice, check_positive
 from pointsym.datasets._root import _PROJECT_ROOT, DataNotFoundError, check_source, embedded_file, resolve_data_root
 from pointsym.electronic import energy_grid, gaussian_dos, integrated_dos
 
-__all__ = ["ALIGNMENTS", "CARBON_DOS_FAMILIES", "DOSSet", "carbon_dos_file", "default_energy_window", "load_carbon_dos"]
+__all__ = ["ALIGNMENTS", "CARBON_DOS_FAMILIES", "DOSSet", "carbon_dos_file", "energy_window", "load_carbon_dos"]
 
 CARBON_DOS_FAMILIES = ("Graphene", "Graphite", "C20", "C40", "C60", "C_6_4", "C_8_0", "C_9_9")
 _METHODS = ("xtb", "gpaw")
@@ -92,18 +92,23 @@ class DOSSet:
             sigma=self.sigma, method=self.method, meta=dict(self.meta), align=self.align)
 
 
-def default_energy_window(method: str = "xtb", align: str = "midgap") -> tuple[float, float]:
-    """``(e_min, e_max)`` in eV of :func:`load_carbon_dos`'s default grid for ``method`` and ``align``.
+def energy_window(method: str = "xtb", align: str = "midgap", e_min: float | None = None,
+                  e_max: float | None = None) -> tuple[float, float]:
+    """``(e_min, e_max)`` in eV of :func:`load_carbon_dos`'s grid: the given ends, the others from the
+    default window of ``method`` and ``align``.
 
-    ``ValueError`` for a pair without a default (PBE on its absolute scale: pass the window).
+    ``ValueError`` when an end is missing and the pair has no default (PBE on its absolute scale:
+    pass both ends).
     """
     check_choice("method", method, _METHODS)
     check_choice("align", align, ALIGNMENTS)
+    if e_min is not None and e_max is not None:
+        return float(e_min), float(e_max)
     window = _DEFAULT_WINDOWS.get((method, align))
     if window is None:
         raise ValueError(f"No default energy window for method={method!r} with align={align!r}; pass e_min and "
                          "e_max (eV, absolute energies of the method).")
-    return window
+    return (window[0] if e_min is None else float(e_min), window[1] if e_max is None else float(e_max))
 
 
 def carbon_dos_file(*, source: str = "full", method: str = "xtb",
@@ -166,12 +171,7 @@ def load_carbon_dos(
     import ase.io
 
     sigma = check_positive("sigma", sigma)
-    check_choice("align", align, ALIGNMENTS)
-    check_choice("method", method, _METHODS)
-    if e_min is None or e_max is None:
-        window = default_energy_window(method, align)
-        e_min = window[0] if e_min is None else e_min
-        e_max = window[1] if e_max is None else e_max
+    e_min, e_max = energy_window(method, align, e_min, e_max)
     energies = energy_grid(e_min, e_max, step)
     splits: tuple[str, ...] | None
     if split is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pointsym.datasets import CARBON_DOS_FAMILIES, load_carbon_dos
+from pointsym.datasets import CARBON_DOS_FAMILIES, energy_window, load_carbon_dos
 from pointsym.electronic import band_energy, fermi_level
 
 pytest.importorskip("tblite", reason="the DOS generator needs the dosdata extra (tblite)")
@@ -128,6 +128,9 @@ def test_absolute_alignment_shifts_the_band_energy_by_four_times_midgap():
     np.testing.assert_allclose(eb_abs, eb_mid + mid.n_electrons / mid.n_atoms * mid.e_align, atol=0.05)
     with pytest.raises(ValueError, match="default energy window"):
         load_carbon_dos(source="embedded", method="gpaw", align="none")
+    # one given end keeps the other default; both given need no default
+    assert energy_window("xtb", "none", e_max=-5.0) == (-21.0, -5.0)
+    assert energy_window("gpaw", "none", -30.0, 0.0) == (-30.0, 0.0)
 
 
 def test_loader_rejects_bad_arguments():

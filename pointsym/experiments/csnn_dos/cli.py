@@ -266,17 +266,13 @@ class EvalOptions:
 # ---------------------------------------------------------------------------------- training
 def _window(opts: Any) -> tuple[float, float]:
     """``(e_min, e_max)`` of the grid: the options, else the loader's default for the method and alignment."""
-    from pointsym.datasets import default_energy_window
+    from pointsym.datasets import energy_window
 
-    if opts.e_min is not None and opts.e_max is not None:
-        return float(opts.e_min), float(opts.e_max)
     try:
-        default = default_energy_window(opts.method, opts.align)
+        return energy_window(opts.method, opts.align, opts.e_min, opts.e_max)
     except ValueError:
         raise ValueError(f"--method {opts.method} with --align {opts.align} has no default energy window; pass "
                          "--e-min and --e-max (eV, absolute energies of the method).") from None
-    return (float(opts.e_min) if opts.e_min is not None else default[0],
-            float(opts.e_max) if opts.e_max is not None else default[1])
 
 
 def _grid_spec(opts: Any) -> Any:
@@ -299,9 +295,9 @@ def _make_loss(adapter: Any, *, energies: Any, alpha: float, atoms_per_structure
     """
     from pointsym.electronic import band_moment, dos_loss, integrated_dos
     from pointsym.experiments.csnn_dos.data import rotate_frames, sample_centres
+    from pointsym.geometry import random_rotation
 
     step = float(energies[1] - energies[0])
-    from pointsym.geometry import random_rotation
 
     def loss_fn(model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         frames, centres = batch.frames, batch.centres
@@ -318,8 +314,10 @@ def _make_loss(adapter: Any, *, energies: Any, alpha: float, atoms_per_structure
         loss = dos_loss(pred, batch.dos, step, alpha)
         metrics: dict[str, float] = {}
         if batch.fermi is not None:
-            # the moment error is the band-energy error at the reference electron count (eV/atom)
-            moment_err = band_moment(pred, energies, batch.fermi) - band_moment(batch.dos, energies, batch.fermi)
+            # the moment error is the band-energy error at the reference electron count (eV/atom); without
+            # its loss term it is only a metric, computed outside autograd
+            with torch.set_grad_enabled(band_weight > 0 and torch.is_grad_enabled()):
+                moment_err = band_moment(pred, energies, batch.fermi) - band_moment(batch.dos, energies, batch.fermi)
             if band_weight > 0:
                 loss = loss + band_weight * moment_err.pow(2).mean()
             metrics["band_moment_mae"] = float(moment_err.detach().abs().mean())

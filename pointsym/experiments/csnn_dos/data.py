@@ -151,10 +151,10 @@ class DOSBatch:
                         None if self.fermi is None else self.fermi.to(device))
 
 
-def collate(items: list[tuple[Any, ...]]) -> DOSBatch:
+def collate(items: list[tuple[Any, np.ndarray, np.ndarray | None, float]]) -> DOSBatch:
     """Trainer ``collate_fn``: float32 targets, the frames as they are."""
     frames = [it[0] for it in items]
     dos = torch.as_tensor(np.stack([it[1] for it in items]), dtype=torch.float32)
     centres = None if all(it[2] is None for it in items) else [it[2] for it in items]
-    fermi = torch.tensor([it[3] for it in items], dtype=torch.float64) if all(len(it) > 3 for it in items) else None
+    fermi = torch.tensor([it[3] for it in items], dtype=torch.float64)
     return DOSBatch(frames, dos, centres, fermi)

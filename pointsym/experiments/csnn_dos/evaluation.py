@@ -25,6 +25,7 @@ _PER_STRUCTURE = ("dos_rmse", "idos_rmse", "fermi_abs_error", "band_energy_abs_e
 # two differ by < 1 meV/atom in band energy, on the absolute scale by up to ~50 meV/atom for C20
 FERMI_CROSSING = "linear"
 
+
 def _chunks(sizes: Sequence[int], max_atoms: int) -> list[list[int]]:
     """Consecutive structure indices in groups of at most ``max_atoms`` atoms (at least one structure each)."""
     groups: list[list[int]] = []

@@ -55,7 +55,7 @@ def plot_dos_panels(energies: np.ndarray, pred: np.ndarray, data: Any, path: str
             handles = h1 + h2 + h3 + h4
     for ax in list(axes.flat)[len(picks):]:
         ax.set_visible(False)
-    absolute = getattr(data, "align", "midgap") == "none"
+    absolute = data.align == "none"
     fig.supxlabel(f"E ({data.method} absolute scale, eV)" if absolute else "E - (HOMO + LUMO)/2 (eV)", fontsize=9)
     fig.supylabel("DOS (states/eV/atom)", fontsize=9)
     top = 0.95
