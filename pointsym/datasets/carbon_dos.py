@@ -138,6 +138,10 @@ def carbon_dos_file(*, source: str = "full", method: str = "xtb",
     )
 
 
+#: the occupied band must lie this many broadening widths inside the energy window
+_WINDOW_MARGIN_SIGMAS = 3.0
+
+
 def load_carbon_dos(
     split: str | Sequence[str] | None = None,
     *,
@@ -191,13 +195,30 @@ def load_carbon_dos(
     n = len(frames)
     dos = np.zeros((n, energies.size))
     e_align = np.zeros(n)
+    lo, hi = np.zeros(n), np.zeros(n)
     for k, a in enumerate(frames):
         if align == "midgap":
             e_align[k] = 0.5 * (float(a.info["homo"]) + float(a.info["lumo"]))
         eig = np.asarray(a.info["eigenvalues"], dtype=np.float64).reshape(-1) - e_align[k]
         # the embedded subset leaves out the weights: 2 per level (spin-degenerate Gamma point)
         w = np.asarray(a.info.get("eigenvalue_weights", np.full(eig.shape, 2.0)), dtype=np.float64).reshape(-1)
+        occupied = eig[eig <= float(a.info["homo"]) - e_align[k] + 1e-9]
+        lo[k], hi[k] = float(occupied.min()), float(occupied.max())
         dos[k] = gaussian_dos(eig, energies, sigma, weights=w) / len(a)
+    # a window that cuts into the broadened occupied band would lose electrons silently: the Fermi
+    # level would then never be reached, or sit in the wrong place
+    margin = _WINDOW_MARGIN_SIGMAS * sigma
+    for side, bad, edge, fix in (
+            ("e_min", lo - margin < e_min - 1e-9, e_min, f"e_min <= {np.floor((lo.min() - margin) * 10) / 10:.1f}"),
+            ("e_max", hi + margin > e_max + 1e-9, e_max, f"e_max >= {np.ceil((hi.max() + margin) * 10) / 10:.1f}")):
+        if bad.any():
+            k = int(np.argmax(bad))
+            where = "lowest" if side == "e_min" else "highest"
+            raise ValueError(
+                f"{side}={edge:g} eV cuts into the occupied band of {int(bad.sum())} of {n} structures of "
+                f"{str(file)!r} (align={align!r}): e.g. {frames[k].info['family']} has its {where} occupied level "
+                f"at {(lo if side == 'e_min' else hi)[k]:.2f} eV, and the Gaussian broadening (sigma {sigma:g}) "
+                f"needs {margin:g} eV beyond it; pass {fix}.")
     n_atoms = np.array([len(a) for a in frames])
     return DOSSet(
         frames=frames, energies=energies, dos=dos, idos=np.asarray(integrated_dos(dos, step)),

@@ -142,6 +142,11 @@ def test_loader_rejects_bad_arguments():
         load_carbon_dos(source="embedded", families=["Diamond"])
     with pytest.raises(ValueError, match="sigma"):
         load_carbon_dos(source="embedded", sigma=0.0)
+    # a window that cuts into the occupied band is refused, with the window that would hold it
+    with pytest.raises(ValueError, match=r"e_min=-8 eV cuts into the occupied band.*pass e_min <= -1\d\.\d"):
+        load_carbon_dos(source="embedded", e_min=-8.0)
+    with pytest.raises(ValueError, match=r"e_max=0.2 eV cuts into the occupied band.*pass e_max >= 0\.[6-9]"):
+        load_carbon_dos(source="embedded", e_max=0.2)
 
 
 def test_resume_from_the_assembled_file(tmp_path, monkeypatch):

@@ -103,6 +103,20 @@ def test_eval_with_rotations_and_on_another_file(trained, data_file, tmp_path, c
     assert rec["data"]["file"] == str(other) and rec["n_structures"] == 8
 
 
+def test_eval_refuses_data_outside_the_models_energy_window(trained, data_file, tmp_path, capsys):
+    # PBE's occupied band is about twice xTB's: stretch the eigenvalues about midgap the same way
+    frames = ase.io.read(data_file, ":", format="extxyz")
+    for a in frames:
+        mid = 0.5 * (a.info["homo"] + a.info["lumo"])
+        a.info["eigenvalues"] = mid + 2.2 * (np.asarray(a.info["eigenvalues"]) - mid)
+        a.info["homo"], a.info["lumo"] = mid + 2.2 * (a.info["homo"] - mid), mid + 2.2 * (a.info["lumo"] - mid)
+    wide = tmp_path / "wide_band.extxyz.gz"
+    ase.io.write(wide, frames, format="extxyz")
+    err = _error(capsys, ["csnn-dos", "eval", "--checkpoint", str(trained), "--data-file", str(wide), "--out",
+                          str(tmp_path), "--quiet"])
+    assert "e_min=-12 eV cuts into the occupied band" in err and "cannot describe this data" in err, err
+
+
 def test_rerun_with_more_epochs_resumes(trained, data_file, tmp_path, capsys):
     from pointsym.training import load_checkpoint
 

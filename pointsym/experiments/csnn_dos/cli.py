@@ -557,7 +557,15 @@ def _eval_main(args: argparse.Namespace) -> int:
     else:
         data_file, source = None, trained.get("source") or "full"
     method = opts.method or trained.get("method", "xtb")
-    data = load_sets(source=source, method=method, data_dir=args.data_dir, data_file=data_file, grid=grid)
+    try:
+        data = load_sets(source=source, method=method, data_dir=args.data_dir, data_file=data_file, grid=grid)
+    except ValueError as exc:
+        if "cuts into the occupied band" not in str(exc):
+            raise
+        # the grid is the checkpoint's: name it, and the way out (a model trained on a wider window)
+        raise ValueError(f"{exc.args[0].split('; pass ')[0]}. The model of --checkpoint {str(ckpt)!r} predicts on "
+                         f"{grid.e_min:g} ... {grid.e_max:g} eV (align={grid.align!r}) and cannot describe this data; "
+                         "evaluate a model trained with --e-min/--e-max that hold it.") from exc
     data = limit(split_of(data, opts.split), args.max_test, args.seed)
     if data_file is not None:
         other = _file_stem(data_file) if data_file != trained.get("data_file") else ""
