@@ -59,7 +59,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="data root holding carbon_dos/ (default: the project's)")
     args = parser.parse_args(argv)
 
-
     from pointsym.datasets import load_carbon_dos
     from pointsym.experiments.csnn_dos.cli import load_run
     from pointsym.experiments.csnn_dos.evaluation import predict_dos

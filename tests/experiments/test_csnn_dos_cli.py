@@ -14,6 +14,10 @@ import torch
 from pointsym.cli import main
 from pointsym.datasets import CARBON_DOS_FAMILIES
 from pointsym.datasets._root import EMBEDDED_DIR
+from pointsym.experiments.csnn_dos.cli import load_run
+from pointsym.experiments.csnn_dos.data import rotate_frames
+from pointsym.experiments.csnn_dos.evaluation import predict_dos
+from pointsym.geometry import random_rotation
 
 EMBEDDED = EMBEDDED_DIR / "carbon_dos_xtb_subset.extxyz.gz"
 TINY = ["--level", "1", "--n-bins", "8", "--base-width", "4", "--hidden", "16", "--atoms-per-structure", "4",
@@ -115,6 +119,31 @@ def test_eval_refuses_data_outside_the_models_energy_window(trained, data_file, 
     err = _error(capsys, ["csnn-dos", "eval", "--checkpoint", str(trained), "--data-file", str(wide), "--out",
                           str(tmp_path), "--quiet"])
     assert "e_min=-12 eV cuts into the occupied band" in err and "cannot describe this data" in err, err
+
+
+def test_pet_evaluated_through_ecse_is_rotation_invariant(trained, data_file, tmp_path, capsys):
+    out = tmp_path / "pet"
+    pet = json.dumps({"d_model": 8, "n_gnn_layers": 1, "n_trans_layers": 1, "n_heads": 2, "dim_feedforward": 8,
+                      "head_hidden": 8, "n_features": 8, "r_cut": 3.0})
+    assert main(["csnn-dos", "train", "--data-file", str(data_file), "--model", "pet", "--model-options", pet,
+                 "--hidden", "8", "--epochs", "1", "--eval-split", "none", "--threads", "1", "--quiet",
+                 "--out", str(out)]) == 0
+    assert main(["csnn-dos", "eval", "--checkpoint", str(out), "--ecse", "atom", "--max-test", "2", "--no-plots",
+                 "--threads", "1", "--quiet"]) == 0
+    rec = json.loads((out / "eval_test_ecse_atom.json").read_text())
+    assert rec["model_options"]["ecse"] == "atom" and rec["n_structures"] == 2
+    # the same weights, bare and symmetrized, on a C20 cage and a random rotation of it
+    cage = [a for a in ase.io.read(data_file, ":", format="extxyz") if a.info["family"] == "C20"][:1]
+    turned = rotate_frames(cage, random_rotation(1, seed=3))
+    change = {}
+    for mode in ("off", "atom"):
+        adapter, model, extra, _ = load_run(out / "checkpoints" / "best.pt", options={"ecse": mode})
+        pred = [predict_dos(adapter, model, f, dtype=torch.float32) for f in (cage, turned)]
+        change[mode] = float(np.abs(pred[0] - pred[1]).max() / np.abs(pred[0]).max())
+    # float32: the symmetrized PET agrees with itself to rounding, the bare one does not
+    assert change["atom"] < 1e-6 and change["off"] > 100 * change["atom"], change
+    err = _error(capsys, ["csnn-dos", "eval", "--checkpoint", str(trained), "--ecse", "atom", "--quiet"])
+    assert "--ecse atom symmetrizes PET models" in err and "csnn model" in err, err
 
 
 def test_rerun_with_more_epochs_resumes(trained, data_file, tmp_path, capsys):

@@ -257,6 +257,10 @@ class EvalOptions:
         "default_help": "the training run's"})
     eval_batch_atoms: int = field(default=4096, metadata={
         "help": "atoms per forward pass (memory knob)", "unit": "atoms", "min": 1})
+    ecse: str | None = field(default=None, metadata={
+        "help": "PET models only: evaluate the ECSE-symmetrized model, exactly rotation invariant (union: the "
+                "whole structure; atom: per environment, for one-message-layer PETs; off: the bare model)",
+        "choices": ("off", "union", "atom"), "default_help": "the training run's (off unless set in --model-options)"})
     tag: str | None = field(default=None, metadata={
         "help": "name of the outputs eval_<tag>.json and <tag>_*.png",
         "default_help": "<split>[_rot<R>][_<file>]", "group": "output"})
@@ -508,8 +512,12 @@ def _checkpoint_path(path: str) -> Path:
     return p
 
 
-def load_run(path: str | Path, device: str = "cpu") -> tuple[Any, torch.nn.Module, dict[str, Any], int]:
-    """``(adapter, model in eval mode, config.extra, epochs trained)`` of a ``csnn-dos train`` Trainer checkpoint."""
+def load_run(path: str | Path, device: str = "cpu", *,
+             options: dict[str, Any] | None = None) -> tuple[Any, torch.nn.Module, dict[str, Any], int]:
+    """``(adapter, model in eval mode, config.extra, epochs trained)`` of a ``csnn-dos train`` Trainer checkpoint.
+
+    ``options`` override model options that leave the weights unchanged (e.g. PET's ``ecse``).
+    """
     from pointsym.core import CheckpointError
     from pointsym.electronic import energy_grid
     from pointsym.experiments.csnn_dos.adapters import get_adapter
@@ -522,7 +530,8 @@ def load_run(path: str | Path, device: str = "cpu") -> tuple[Any, torch.nn.Modul
                               "settings); pass OUT/checkpoints/best.pt of a csnn-dos train run.")
     g = extra["data"]["grid"]
     adapter = get_adapter(extra["adapter"])
-    model = adapter.build_model(energy_grid(g["e_min"], g["e_max"], g["step"]), dict(extra["model_options"]))
+    model = adapter.build_model(energy_grid(g["e_min"], g["e_max"], g["step"]),
+                                {**extra["model_options"], **(options or {})})
     model = model.to(_DTYPE)
     try:
         model.load_state_dict(ckpt["model"])
@@ -546,6 +555,12 @@ def _eval_main(args: argparse.Namespace) -> int:
     opts = validate_options(args, EvalOptions)
     ckpt = _checkpoint_path(opts.checkpoint)
     adapter, model, extra, epochs = load_run(ckpt, device=args.device)
+    if opts.ecse is not None:
+        if extra["adapter"] != "pet":
+            raise ValueError(f"--ecse {opts.ecse} symmetrizes PET models; --checkpoint {str(ckpt)!r} holds a "
+                             f"{extra['adapter']} model (drop --ecse).")
+        adapter, model, extra, epochs = load_run(ckpt, device=args.device, options={"ecse": opts.ecse})
+        extra["model_options"] = {**extra["model_options"], "ecse": opts.ecse}
     trained = extra["data"]
     grid = GridSpec(**trained["grid"])
     if opts.data_file is not None:
@@ -571,7 +586,8 @@ def _eval_main(args: argparse.Namespace) -> int:
         other = _file_stem(data_file) if data_file != trained.get("data_file") else ""
     else:
         other = f"{source}_{method}" if (source, method) != (trained.get("source"), trained.get("method")) else ""
-    tag = opts.tag or "_".join(t for t in (opts.split, f"rot{opts.rotations}" if opts.rotations else "", other) if t)
+    tag = opts.tag or "_".join(t for t in (opts.split, f"rot{opts.rotations}" if opts.rotations else "",
+                                           f"ecse_{opts.ecse}" if opts.ecse else "", other) if t)
     out = Path(args.out) if args.out is not None else (ckpt.parent.parent if ckpt.parent.name == "checkpoints"
                                                         else ckpt.parent)
     title = f"{extra['adapter']} on {opts.split}" + (f" of {Path(data.meta['file']).name}" if other else "")
