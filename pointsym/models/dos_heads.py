@@ -33,7 +33,7 @@ from pointsym.core import CheckpointMixin, check_choice, check_int, check_positi
 from pointsym.descriptors import SOAP
 from pointsym.models._pet_layers import PETBlock, check_pet_hypers, local_block_outputs, pet_graph, run_pet_blocks
 from pointsym.models.csnn_dos import _Smoothing, structure_mean
-from pointsym.structures import MIN_DISTANCE, check_structure_inputs
+from pointsym.structures import MIN_DISTANCE, batched_neighbor_list, check_structure_inputs
 
 __all__ = ["AtomwiseDOSMLP", "DOSHead", "PETDOS", "PerAtomDOS", "SOAPFeaturizer", "structure_mean"]
 
@@ -536,6 +536,34 @@ class PETDOS(CheckpointMixin, nn.Module):
                       batch: Any = None) -> torch.Tensor:
         """Per-atom DOS ``(N, n_energies)`` (non-negative); inputs as :meth:`forward`."""
         return self.head(self._embed(*check_structure_inputs(positions, numbers, cell, pbc, batch)))
+
+    def forward_centres(self, positions: Any, numbers: Any, cell: Any = None, pbc: Any = None, batch: Any = None,
+                        *, centres: Any) -> torch.Tensor:
+        """Per-atom DOS ``(M, n_energies)`` of the atoms ``centres`` (``(M,)`` indices into ``positions``).
+
+        Equal to ``forward_atoms(...)[centres]``. A one-block PET (:attr:`is_local`) evaluates only
+        the environments of ``centres``, so training on K sampled atoms per structure costs K
+        environments instead of every atom; with message passing every atom is still computed.
+        """
+        positions, numbers, cell, pbc, batch = check_structure_inputs(positions, numbers, cell, pbc, batch)
+        centres = torch.as_tensor(centres, dtype=torch.long, device=positions.device).reshape(-1)
+        n = positions.shape[0]
+        if centres.numel() and (int(centres.min()) < 0 or int(centres.max()) >= n):
+            raise ValueError(f"'centres' must index the {n} atoms (got values {int(centres.min())} ... "
+                             f"{int(centres.max())}).")
+        if not self.is_local:
+            return self.head(self._embed(positions, numbers, cell, pbc, batch))[centres]
+        i, j, _, vectors = batched_neighbor_list(positions, cell, pbc, batch, r_cut=self.r_cut,
+                                                 min_distance=self.min_distance)
+        # the edges of every picked centre, grouped by environment (a centre picked twice gets its edges twice)
+        order = torch.argsort(i, stable=True)
+        i, j, vectors = i[order], j[order], vectors[order]
+        start = torch.searchsorted(i, torch.arange(n + 1, device=i.device))
+        first, count = start[centres], start[centres + 1] - start[centres]
+        edge_env = torch.repeat_interleave(torch.arange(centres.numel(), device=i.device), count)
+        offset = torch.arange(edge_env.numel(), device=i.device) - (torch.cumsum(count, 0) - count)[edge_env]
+        sel = first[edge_env] + offset
+        return self.environment_dos(numbers[centres], vectors[sel], numbers[j[sel]], edge_env)
 
     def forward(self, positions: Any, numbers: Any, cell: Any = None, pbc: Any = None,
                 batch: Any = None) -> torch.Tensor:

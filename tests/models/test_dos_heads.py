@@ -235,6 +235,23 @@ def test_pet_under_ecse_is_rotation_invariant(pet):
         ECSE(local, r_cut=local.r_cut, mode="atom")(**_inputs(frames))
 
 
+def test_pet_forward_centres_equals_every_atom_then_pick(pet):
+    frames = [_diamond(), _graphene(), _cluster()]
+    inp = _inputs(frames)
+    centres = torch.tensor([0, 5, 5, 9, 21, 3])
+    np.testing.assert_array_equal(pet.forward_centres(**inp, centres=centres).detach(),
+                                  pet.forward_atoms(**inp)[centres].detach())
+    torch.manual_seed(5)
+    local = _pet(n_gnn_layers=1).double().eval()
+    _perturb_bn(local)
+    local.eval()
+    got = local.forward_centres(**inp, centres=centres)
+    assert got.shape == (6, N_E)
+    assert torch.allclose(got, local.forward_atoms(**inp)[centres], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="'centres' must index the 22 atoms"):
+        local.forward_centres(**inp, centres=torch.tensor([22]))
+
+
 def test_pet_gradients_flow():
     torch.manual_seed(2)
     model = _pet().double().train()
@@ -331,9 +348,12 @@ def test_pet_adapter_centres_and_ecse():
     again = adapter.predict(model, adapter.prepare([_rotated(a, r) for a, r in zip(frames, rot)], centres,
                                                    dtype=torch.float64, device=cpu))
     assert torch.allclose(again, out, rtol=0, atol=1e-10)
-    # training mode never symmetrizes: the bare per-atom DOS of the centres
+    # training mode never symmetrizes: the bare per-atom DOS of the centres, from their environments only
+    # (batch norm then normalises over the centres, as for the CSNN and SOAP models)
     model.train()
     bare = adapter.predict(model, prep)
+    every = model.forward_centres(**_inputs(frames), centres=torch.tensor([1, 4, 6, 10]))
+    assert torch.allclose(bare, torch.stack([every[:3].mean(0), every[3]]), rtol=0, atol=1e-12)
     bare.sum().backward()
     assert model.blocks[0].geometry.weight.grad is not None
 

@@ -118,10 +118,13 @@ class PETAdapter:
         p = prepared
         args = (p.positions, p.numbers, p.cell, p.pbc, p.batch)
         if self.ecse != "off" and not model.training:
-            atoms = self.symmetrized(model)(*args)
+            atoms = self.symmetrized(model)(*args)[p.centre]
+        elif p.centre.shape[0] < p.positions.shape[0]:
+            # K sampled atoms: a one-block PET computes only their environments
+            atoms = model.forward_centres(*args, centres=p.centre)
         else:
-            atoms = model.forward_atoms(*args)
-        return structure_mean(atoms[p.centre], p.batch[p.centre], p.n_structures)
+            atoms = model.forward_atoms(*args)[p.centre]
+        return structure_mean(atoms, p.batch[p.centre], p.n_structures)
 
     def symmetrized(self, model: PETDOS) -> Any:
         """The ECSE wrapper of ``model``'s per-atom DOS (built once per model) for this adapter's ``ecse`` mode."""
