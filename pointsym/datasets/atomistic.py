@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from pointsym.datasets._root import check_source, data_file, embedded_file
+from pointsym.structures import read_structures
 
 __all__ = ["ATOMISTIC_SETS", "KCAL_PER_MOL_TO_EV", "load_atomistic", "read_atomistic"]
 
@@ -44,12 +45,11 @@ def read_atomistic(path: str | os.PathLike[str], *, kcal: bool = False) -> list:
     ``energy``/calculator, ``force``/``forces`` the file uses; ``kcal=True`` converts from
     kcal/mol. Frames keep their calculator-free form (labels are plain data).
     """
-    import ase.io
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Structure file {str(path)!r} does not exist.")
-    frames = ase.io.read(path, ":")
+    frames = read_structures(path)
     scale = KCAL_PER_MOL_TO_EV if kcal else 1.0
     out = []
     for atoms in frames:

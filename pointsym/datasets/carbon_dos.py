@@ -32,6 +32,7 @@ import numpy as np
 from pointsym.core import check_choice, check_positive
 from pointsym.datasets._root import _PROJECT_ROOT, DataNotFoundError, check_source, embedded_file, resolve_data_root
 from pointsym.electronic import energy_grid, gaussian_dos, integrated_dos
+from pointsym.structures import read_structures
 
 __all__ = ["ALIGNMENTS", "CARBON_DOS_FAMILIES", "DOSSet", "carbon_dos_file", "energy_window", "load_carbon_dos"]
 
@@ -172,7 +173,6 @@ def load_carbon_dos(
             Fermi level (the issue's and the usual DOS-plot convention); ``"none"`` keeps the
             method's absolute energies, on which the band energy is a sum of local terms.
     """
-    import ase.io
 
     sigma = check_positive("sigma", sigma)
     e_min, e_max = energy_window(method, align, e_min, e_max)
@@ -188,7 +188,7 @@ def load_carbon_dos(
         for f in families:
             check_choice("families", f, CARBON_DOS_FAMILIES)
     file = Path(path) if path is not None else carbon_dos_file(source=source, method=method, data_dir=data_dir)
-    frames = [a for a in ase.io.read(file, ":", format="extxyz")
+    frames = [a for a in read_structures(file, format="extxyz")
               if (splits is None or a.info["split"] in splits) and (families is None or a.info["family"] in families)]
     if not frames:
         raise ValueError(f"No structures in {str(file)!r} for split={split!r}, families={families!r}.")

@@ -35,6 +35,7 @@ from pointsym.structures.batch import (
     strained_inputs,
     trusted_inputs,
 )
+from pointsym.structures.io import read_structures
 
 __all__ = [
     "MIN_DISTANCE",
@@ -47,6 +48,7 @@ __all__ = [
     "energy_and_forces",
     "inputs_trusted",
     "predict_structures",
+    "read_structures",
     "strain_to_stress",
     "strained_inputs",
     "trusted_inputs",

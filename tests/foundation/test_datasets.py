@@ -143,3 +143,26 @@ def test_full_nesf_elements(data_root):
     by_id = {a.info["mpid"]: a for a in load_crystals("lim_l6", "train", data_dir=data_root)}
     assert by_id["mp-23"].get_chemical_formula() == "Ni4"  # Materials Project mp-23 is Ni
     assert by_id["mp-5229"].get_chemical_formula() == "O3SrTi"  # SrTiO3
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz"])
+def test_read_structures_compressed_equals_plain(tmp_path, suffix):
+    import ase.io
+    from ase.build import bulk, molecule
+
+    from pointsym.structures import read_structures
+
+    frames = [bulk("Si", "diamond", a=5.43) * (2, 1, 1), molecule("H2O")]
+    frames[0].info["eigenvalues"] = np.linspace(-5.0, 1.0, 7)
+    frames[1].info["charge_state"] = -1.5
+    plain = tmp_path / "set.extxyz"
+    ase.io.write(plain, frames, format="extxyz")
+    packed = tmp_path / f"set.extxyz{suffix}"
+    ase.io.write(packed, frames, format="extxyz")  # ASE compresses by the suffix
+    for path in (plain, packed):
+        got = read_structures(path)  # the format from the name without the compression suffix
+        assert [len(a) for a in got] == [4, 3]
+        np.testing.assert_allclose(got[0].positions, frames[0].positions, atol=1e-8)
+        np.testing.assert_allclose(got[0].info["eigenvalues"], frames[0].info["eigenvalues"])
+        assert got[1].info["charge_state"] == pytest.approx(-1.5)
+        assert got[1].get_chemical_symbols() == ["O", "H", "H"]

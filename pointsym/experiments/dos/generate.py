@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from pointsym.experiments.dos.structures import FAMILIES, MDSettings, build_pristine, md_snapshots
+from pointsym.structures import read_structures
 
 __all__ = ["DOSDataConfig", "assemble", "generate", "snapshot_plan", "write_subset"]
 
@@ -165,14 +166,13 @@ def _restore_cache(cfg: DOSDataConfig, out: Path, plan: list[dict[str, Any]]) ->
     resumes from it. Returns the positions of every restored snapshot, keyed by (family,
     temperature, trajectory, index), so that the replayed MD can be checked against them.
     """
-    import ase.io
 
     path = out / f"carbon_dos_{cfg.method}.extxyz.gz"
     if not path.is_file():
         return {}
     by_key = {(it["family"], it["temperature"], it["traj"], it["index"]): it for it in plan}
     positions: dict[tuple, np.ndarray] = {}
-    for a in ase.io.read(path, ":", format="extxyz"):
+    for a in read_structures(path, format="extxyz"):
         key = (a.info["family"], float(a.info["temperature"]), a.info["traj"], int(a.info["index"]))
         item = by_key.get(key)
         if item is None or a.info.get("method", cfg.method) != cfg.method:
@@ -281,7 +281,7 @@ def write_subset(source: str | os.PathLike[str], target: str | os.PathLike[str],
     import ase.io
 
     per_split = per_split or {"train": 3, "val": 1, "test": 2}
-    frames = ase.io.read(source, ":", format="extxyz")
+    frames = read_structures(source, format="extxyz")
     rng = np.random.default_rng(seed)
     keep = []
     for family in dict.fromkeys(a.info["family"] for a in frames):

@@ -33,6 +33,7 @@ from pointsym.experiments.common.cli import (
     validate_options,
 )
 from pointsym.experiments.common.results import save_results
+from pointsym.structures import read_structures
 
 __all__ = [
     "PETPredictOptions",
@@ -57,10 +58,9 @@ def read_frames(path: str | Path, *, fmt: str | None = None, flag: str = "--data
 
     An unreadable file is a ``ValueError`` that names the file, the format tried and ``--format``.
     """
-    import ase.io
 
     try:
-        frames = ase.io.read(path, ":", format=fmt)
+        frames = read_structures(path, format=fmt)
     except Exception as exc:  # noqa: BLE001 - XYZError, UnknownFileTypeError, ParseError, ... : one message
         try:
             from ase.io.formats import filetype
