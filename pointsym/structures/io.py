@@ -7,12 +7,13 @@ import gzip
 import io
 import lzma
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 __all__ = ["read_structures"]
 
-_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+_OPENERS: dict[str, Callable[..., IO[Any]]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 
 def read_structures(path: str | os.PathLike[str], format: str | None = None) -> list[Any]:  # noqa: A002 - ASE's name
