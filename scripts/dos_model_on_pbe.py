@@ -29,11 +29,6 @@ from pathlib import Path
 import numpy as np
 
 
-def _key(atoms) -> tuple:
-    i = atoms.info
-    return (str(i["family"]), float(i["temperature"]), str(i["traj"]), int(i["index"]))
-
-
 def _checkpoint(run: str) -> Path:
     p = Path(run)
     if p.is_file():
@@ -59,21 +54,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="data root holding carbon_dos/ (default: the project's)")
     args = parser.parse_args(argv)
 
-    from pointsym.datasets import load_carbon_dos
+    from dos_xtb_vs_pbe import PBE_GRID, load_pairs  # the same pairing as the xTB-vs-PBE table
+
     from pointsym.experiments.csnn_dos.cli import load_run
     from pointsym.experiments.csnn_dos.evaluation import predict_dos
 
     t0 = time.perf_counter()
-    grid = {"e_min": -25.0, "e_max": 2.9, "step": 0.1, "sigma": 0.2}
-    pbe = load_carbon_dos(None, method="gpaw", data_dir=args.data_dir, **grid)
-    xtb_all = load_carbon_dos(None, method="xtb", data_dir=args.data_dir, **grid)
-    index = {_key(a): k for k, a in enumerate(xtb_all.frames)}
-    xtb = xtb_all.subset(np.array([index[_key(a)] for a in pbe.frames]))
+    grid = PBE_GRID
+    pbe, xtb, xtb_file = load_pairs(args.data_dir)
     e = pbe.energies
     families = np.asarray(pbe.family)
     out: dict[str, object] = {
         "command": "python scripts/dos_model_on_pbe.py " + " ".join(args.runs) + " --out " + args.out,
-        "grid": grid, "files": {"pbe": pbe.meta.get("file"), "xtb": xtb_all.meta.get("file")},
+        "grid": grid, "files": {"pbe": pbe.meta.get("file"), "xtb": xtb_file},
         "n_structures": len(pbe), "splits": sorted(set(pbe.split.tolist())), "models": {},
     }
     tables = {"xtb_vs_pbe": _pair_metrics(e, xtb.dos, pbe.dos, pbe)}
@@ -84,13 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         if g.get("align", "midgap") != "midgap":
             raise SystemExit(f"{run}: trained with align={g['align']!r}; only midgap models compare with PBE")
         offset = int(round((g["e_min"] - grid["e_min"]) / grid["step"]))
-        if abs(g["step"] - grid["step"]) > 1e-12 or abs(e[offset] - g["e_min"]) > 1e-9:
-            raise SystemExit(f"{run}: its grid {g} is not on the PBE grid's 0.1 eV lattice")
+        if not 0 <= offset < e.size or abs(g["step"] - grid["step"]) > 1e-12 or abs(e[offset] - g["e_min"]) > 1e-9:
+            raise SystemExit(f"{run}: its grid {g} is not inside the PBE grid's 0.1 eV lattice")
         raw = predict_dos(adapter, model, pbe.frames, dtype=next(model.parameters()).dtype)
-        pred = np.zeros_like(pbe.dos)
-        pred[:, offset:offset + raw.shape[1]] = raw
         if offset + raw.shape[1] > e.size:
             raise SystemExit(f"{run}: its window ends above {grid['e_max']} eV")
+        pred = np.zeros_like(pbe.dos)
+        pred[:, offset:offset + raw.shape[1]] = raw
         name = Path(run).name if Path(run).is_dir() else ckpt.stem
         tables[f"{name}_vs_pbe"] = _pair_metrics(e, pred, pbe.dos, pbe)
         tables[f"{name}_vs_xtb"] = _pair_metrics(e, pred, xtb.dos, pbe)

@@ -28,19 +28,20 @@ def _key(atoms) -> tuple:
     return (str(i["family"]), float(i["temperature"]), str(i["traj"]), int(i["index"]))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="results/csnn_dos/xtb_vs_pbe.json")
-    parser.add_argument("--data-dir", default=None, help="data root holding carbon_dos/ (default: the project's)")
-    args = parser.parse_args(argv)
+#: the common midgap grid of the PBE comparisons: it holds PBE's occupied band (xTB's is half as wide)
+PBE_GRID = {"e_min": -25.0, "e_max": 2.9, "step": 0.1, "sigma": 0.2}
 
+
+def load_pairs(data_dir: str | None) -> tuple:
+    """``(pbe, xtb, xtb_file)``: the PBE subset and the same snapshots from the xTB set, on :data:`PBE_GRID`.
+
+    Snapshots are matched by (family, temperature, trajectory, index) and their positions
+    checked; a PBE structure without its xTB twin ends the script.
+    """
     from pointsym.datasets import load_carbon_dos
-    from pointsym.electronic import dos_metrics
 
-    t0 = time.perf_counter()
-    grid = {"e_min": -25.0, "e_max": 2.9, "step": 0.1, "sigma": 0.2}
-    pbe = load_carbon_dos(None, method="gpaw", data_dir=args.data_dir, **grid)
-    xtb_all = load_carbon_dos(None, method="xtb", data_dir=args.data_dir, **grid)
+    pbe = load_carbon_dos(None, method="gpaw", data_dir=data_dir, **PBE_GRID)
+    xtb_all = load_carbon_dos(None, method="xtb", data_dir=data_dir, **PBE_GRID)
     index = {_key(a): k for k, a in enumerate(xtb_all.frames)}
     missing = [_key(a) for a in pbe.frames if _key(a) not in index]
     if missing:
@@ -49,6 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     for a, b in zip(pbe.frames, xtb.frames, strict=True):
         if np.abs(a.positions - b.positions).max() > 1e-5:
             raise SystemExit(f"positions of {_key(a)} differ between the PBE and the xTB file")
+    return pbe, xtb, xtb_all.meta.get("file")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="results/csnn_dos/xtb_vs_pbe.json")
+    parser.add_argument("--data-dir", default=None, help="data root holding carbon_dos/ (default: the project's)")
+    args = parser.parse_args(argv)
+
+    from pointsym.electronic import dos_metrics
+
+    t0 = time.perf_counter()
+    grid = PBE_GRID
+    pbe, xtb, xtb_file = load_pairs(args.data_dir)
     e = pbe.energies
     metrics = {name: dos_metrics(e, d.dos, d.dos, d.n_atoms, d.n_electrons, crossing="linear")
                for name, d in (("pbe", pbe), ("xtb", xtb))}
@@ -77,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         mine = [r for r in rows if r["family"] == f]
         families[f] = {"n": len(mine)} | {k: float(np.mean([r[k] for r in mine])) for k in keys}
     out = {"command": "python scripts/dos_xtb_vs_pbe.py --out " + args.out, "grid": grid,
-           "files": {"pbe": pbe.meta.get("file"), "xtb": xtb_all.meta.get("file")},
+           "files": {"pbe": pbe.meta.get("file"), "xtb": xtb_file},
            "families": families, "structures": rows, "wall_seconds": time.perf_counter() - t0}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")

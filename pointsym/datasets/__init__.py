@@ -10,6 +10,7 @@ from pointsym.datasets.atomistic import ATOMISTIC_SETS, load_atomistic, read_ato
 from pointsym.datasets.carbon_dos import (
     CARBON_DOS_FAMILIES,
     DOSSet,
+    EnergyWindowError,
     carbon_dos_file,
     energy_window,
     load_carbon_dos,
@@ -24,6 +25,7 @@ __all__ = [
     "CRYSTAL_SETS",
     "DOSSet",
     "DataNotFoundError",
+    "EnergyWindowError",
     "MODELNET10_CLASSES",
     "carbon_dos_file",
     "energy_window",

@@ -45,7 +45,6 @@ def read_atomistic(path: str | os.PathLike[str], *, kcal: bool = False) -> list:
     ``energy``/calculator, ``force``/``forces`` the file uses; ``kcal=True`` converts from
     kcal/mol. Frames keep their calculator-free form (labels are plain data).
     """
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Structure file {str(path)!r} does not exist.")

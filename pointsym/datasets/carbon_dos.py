@@ -34,7 +34,8 @@ from pointsym.datasets._root import _PROJECT_ROOT, DataNotFoundError, check_sour
 from pointsym.electronic import energy_grid, gaussian_dos, integrated_dos
 from pointsym.structures import read_structures
 
-__all__ = ["ALIGNMENTS", "CARBON_DOS_FAMILIES", "DOSSet", "carbon_dos_file", "energy_window", "load_carbon_dos"]
+__all__ = ["ALIGNMENTS", "CARBON_DOS_FAMILIES", "DOSSet", "EnergyWindowError", "carbon_dos_file", "energy_window",
+           "load_carbon_dos"]
 
 CARBON_DOS_FAMILIES = ("Graphene", "Graphite", "C20", "C40", "C60", "C_6_4", "C_8_0", "C_9_9")
 _METHODS = ("xtb", "gpaw")
@@ -143,6 +144,18 @@ def carbon_dos_file(*, source: str = "full", method: str = "xtb",
 _WINDOW_MARGIN_SIGMAS = 3.0
 
 
+class EnergyWindowError(ValueError):
+    """The energy window cuts into the broadened occupied band of some structures.
+
+    ``reason`` says which edge, how many structures and by how much; ``fix`` is the window edge
+    that would hold them (``"e_min <= -23.5"``). The message is ``f"{reason}; pass {fix}."``.
+    """
+
+    def __init__(self, reason: str, fix: str) -> None:
+        super().__init__(f"{reason}; pass {fix}.")
+        self.reason, self.fix = reason, fix
+
+
 def load_carbon_dos(
     split: str | Sequence[str] | None = None,
     *,
@@ -172,8 +185,10 @@ def load_carbon_dos(
         align: ``"midgap"`` shifts every structure's eigenvalues by its (HOMO + LUMO) / 2, the
             Fermi level (the issue's and the usual DOS-plot convention); ``"none"`` keeps the
             method's absolute energies, on which the band energy is a sum of local terms.
-    """
 
+    Raises:
+        EnergyWindowError: the window cuts into a structure's broadened occupied band.
+    """
     sigma = check_positive("sigma", sigma)
     e_min, e_max = energy_window(method, align, e_min, e_max)
     energies = energy_grid(e_min, e_max, step)
@@ -214,11 +229,11 @@ def load_carbon_dos(
         if bad.any():
             k = int(np.argmax(bad))
             where = "lowest" if side == "e_min" else "highest"
-            raise ValueError(
+            raise EnergyWindowError(
                 f"{side}={edge:g} eV cuts into the occupied band of {int(bad.sum())} of {n} structures of "
                 f"{str(file)!r} (align={align!r}): e.g. {frames[k].info['family']} has its {where} occupied level "
                 f"at {(lo if side == 'e_min' else hi)[k]:.2f} eV, and the Gaussian broadening (sigma {sigma:g}) "
-                f"needs {margin:g} eV beyond it; pass {fix}.")
+                f"needs {margin:g} eV beyond it", fix)
     n_atoms = np.array([len(a) for a in frames])
     return DOSSet(
         frames=frames, energies=energies, dos=dos, idos=np.asarray(integrated_dos(dos, step)),

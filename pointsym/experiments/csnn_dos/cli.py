@@ -516,7 +516,8 @@ def load_run(path: str | Path, device: str = "cpu", *,
              options: dict[str, Any] | None = None) -> tuple[Any, torch.nn.Module, dict[str, Any], int]:
     """``(adapter, model in eval mode, config.extra, epochs trained)`` of a ``csnn-dos train`` Trainer checkpoint.
 
-    ``options`` override model options that leave the weights unchanged (e.g. PET's ``ecse``).
+    ``options`` override model options that leave the weights unchanged (e.g. PET's ``ecse``);
+    the returned ``extra["model_options"]`` holds the options the model was built with.
     """
     from pointsym.core import CheckpointError
     from pointsym.electronic import energy_grid
@@ -530,8 +531,8 @@ def load_run(path: str | Path, device: str = "cpu", *,
                               "settings); pass OUT/checkpoints/best.pt of a csnn-dos train run.")
     g = extra["data"]["grid"]
     adapter = get_adapter(extra["adapter"])
-    model = adapter.build_model(energy_grid(g["e_min"], g["e_max"], g["step"]),
-                                {**extra["model_options"], **(options or {})})
+    extra["model_options"] = {**extra["model_options"], **(options or {})}
+    model = adapter.build_model(energy_grid(g["e_min"], g["e_max"], g["step"]), dict(extra["model_options"]))
     model = model.to(_DTYPE)
     try:
         model.load_state_dict(ckpt["model"])
@@ -549,6 +550,7 @@ def _file_stem(path: str) -> str:
 
 
 def _eval_main(args: argparse.Namespace) -> int:
+    from pointsym.datasets import EnergyWindowError
     from pointsym.experiments.csnn_dos.data import GridSpec, limit, load_sets, split_of
 
     t_start = time.perf_counter()
@@ -560,7 +562,6 @@ def _eval_main(args: argparse.Namespace) -> int:
             raise ValueError(f"--ecse {opts.ecse} symmetrizes PET models; --checkpoint {str(ckpt)!r} holds a "
                              f"{extra['adapter']} model (drop --ecse).")
         adapter, model, extra, epochs = load_run(ckpt, device=args.device, options={"ecse": opts.ecse})
-        extra["model_options"] = {**extra["model_options"], "ecse": opts.ecse}
     trained = extra["data"]
     grid = GridSpec(**trained["grid"])
     if opts.data_file is not None:
@@ -574,11 +575,9 @@ def _eval_main(args: argparse.Namespace) -> int:
     method = opts.method or trained.get("method", "xtb")
     try:
         data = load_sets(source=source, method=method, data_dir=args.data_dir, data_file=data_file, grid=grid)
-    except ValueError as exc:
-        if "cuts into the occupied band" not in str(exc):
-            raise
+    except EnergyWindowError as exc:
         # the grid is the checkpoint's: name it, and the way out (a model trained on a wider window)
-        raise ValueError(f"{exc.args[0].split('; pass ')[0]}. The model of --checkpoint {str(ckpt)!r} predicts on "
+        raise ValueError(f"{exc.reason}. The model of --checkpoint {str(ckpt)!r} predicts on "
                          f"{grid.e_min:g} ... {grid.e_max:g} eV (align={grid.align!r}) and cannot describe this data; "
                          "evaluate a model trained with --e-min/--e-max that hold it.") from exc
     data = limit(split_of(data, opts.split), args.max_test, args.seed)

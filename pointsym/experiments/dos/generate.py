@@ -166,7 +166,6 @@ def _restore_cache(cfg: DOSDataConfig, out: Path, plan: list[dict[str, Any]]) ->
     resumes from it. Returns the positions of every restored snapshot, keyed by (family,
     temperature, trajectory, index), so that the replayed MD can be checked against them.
     """
-
     path = out / f"carbon_dos_{cfg.method}.extxyz.gz"
     if not path.is_file():
         return {}

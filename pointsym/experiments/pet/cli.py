@@ -58,7 +58,6 @@ def read_frames(path: str | Path, *, fmt: str | None = None, flag: str = "--data
 
     An unreadable file is a ``ValueError`` that names the file, the format tried and ``--format``.
     """
-
     try:
         frames = read_structures(path, format=fmt)
     except Exception as exc:  # noqa: BLE001 - XYZError, UnknownFileTypeError, ParseError, ... : one message
