@@ -35,7 +35,7 @@ CHECKPOINT_VERSION = 1
 #: run, and where or how verbosely it runs does not change what it learns. Applied to the
 #: top-level config and to the keys of ``config.extra``.
 RESUMABLE_CHANGES = frozenset({"epochs", "patience", "quiet", "device", "num_workers", "out_dir", "resume",
-                               "restart", "threads", "init_from"})
+                               "restart", "threads", "init_from", "max_minutes", "min_lr"})
 _CHECKPOINT_FILES = ("last.pt", "best.pt", "metrics.json")
 
 # loss_fn(model, batch) -> (scalar loss tensor, {metric name: float})
@@ -77,6 +77,18 @@ class TrainConfig:
         eval_requires_grad: run validation with autograd enabled, needed when the loss
             differentiates the model (forces = -dE/dx) (default: False).
         num_workers: DataLoader workers (default: 0).
+        ema_decay: keep an exponential moving average of the weights (and float buffers),
+            updated after every optimizer step with decay ``min(ema_decay, (1 + t) / (10 + t))``
+            at step ``t`` (the warm-up keeps the random initial weights from dominating the
+            early averages). Validation, ``best.pt`` (its ``"model"``), :meth:`load_best` and
+            everything reading them use the averaged weights; ``last.pt`` keeps the raw
+            weights for resuming plus the average under ``"ema"``. Typical: 0.99-0.9999
+            (about ``1 / (1 - ema_decay)`` steps averaged); ``None`` disables it (default: None).
+        max_minutes: stop after the first epoch that ends later than this many minutes of wall
+            time after :meth:`fit` started (this session only; a rerun resumes and gets a new
+            budget). ``None``: no limit (default: None).
+        min_lr: stop once the learning rate of the first parameter group is below this, after
+            the scheduler's step (a plateau schedule's natural end). ``None``: never (default: None).
         extra: free-form metadata copied into checkpoints and metrics (default: {}).
     """
 
@@ -96,6 +108,9 @@ class TrainConfig:
     quiet: bool = False
     eval_requires_grad: bool = False
     num_workers: int = 0
+    ema_decay: float | None = None
+    max_minutes: float | None = None
+    min_lr: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -109,6 +124,13 @@ class TrainConfig:
         check_choice("mode", self.mode, ("min", "max"))
         if self.grad_clip is not None:
             check_positive("grad_clip", self.grad_clip)
+        if self.ema_decay is not None and not 0.0 < float(self.ema_decay) < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), e.g. 0.999 (about 1000 steps averaged), or None to "
+                             f"train without weight averaging (got {self.ema_decay!r}).")
+        if self.max_minutes is not None:
+            check_positive("max_minutes", self.max_minutes)
+        if self.min_lr is not None:
+            check_positive("min_lr", self.min_lr, allow_zero=True)
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -168,7 +190,8 @@ def init_weights(model: torch.nn.Module, path: str | os.PathLike[str], *, flag: 
     """Load only the weights of ``path`` into ``model`` (no optimizer, history or RNG state).
 
     ``path`` is a model file (``Model.save``, ``format: "pointsym-model"``), a Trainer
-    checkpoint (``last.pt``/``best.pt``, weights in ``"model"``) or a bundle holding a model
+    checkpoint (``last.pt``/``best.pt``, weights in ``"model"``, or the weight average in
+    ``"ema"`` when the run kept one) or a bundle holding a model
     file under ``key``. A model of another class or architecture is a ``ValueError`` that
     names the differing hyper-parameters (or parameter shapes) and ``flag``.
     """
@@ -188,7 +211,8 @@ def init_weights(model: torch.nn.Module, path: str | os.PathLike[str], *, flag: 
     elif (extra := trainer_extra(raw, path)) is not None:
         spec = extra.get("model")
         stored = spec.get("hypers") if isinstance(spec, dict) and spec.get("class") == type(model).__name__ else None
-        state = raw["model"]
+        # A checkpoint of a weight-averaged run: the average is the model (best.pt holds it in both keys).
+        state = raw["ema"] if raw.get("ema") is not None else raw["model"]
     else:
         raise CheckpointError(f"{flag} {name!r} is neither a pointsym model file nor a Trainer checkpoint.")
     if isinstance(stored, dict) and isinstance(hypers, dict):
@@ -341,6 +365,13 @@ class Trainer:
         self.out_dir = Path(self.config.out_dir) if self.config.out_dir else None
         # Without out_dir the best weights are kept in memory so load_best() still works.
         self._best_state: dict[str, torch.Tensor] | None = None
+        # Weight average (config.ema_decay): a copy of every float tensor of the state dict.
+        self.ema_state: dict[str, torch.Tensor] | None = None
+        self.ema_steps = 0
+        self._ema_float: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._ema_other: list[tuple[torch.Tensor, torch.Tensor]] = []
+        #: Why the last :meth:`fit` stopped: "epochs", "patience", "max_minutes" or "min_lr".
+        self.stopped_by: str | None = None
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -423,6 +454,7 @@ class Trainer:
                     if self.config.grad_clip is not None:
                         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
                     self.optimizer.step()
+                    self._update_ema()
                 bs = float(self._batch_size(batch))
                 count += bs
                 metrics = {"loss": float(loss.detach()), **metrics}
@@ -431,12 +463,63 @@ class Trainer:
                 bar.set_postfix(loss=f"{metrics['loss']:.4g}")
         return self._reduce(sums, count)
 
+    # ------------------------------------------------------------------ weight averaging
+    def _init_ema(self) -> None:
+        if self.config.ema_decay is None:
+            return
+        if self.ema_state is None:
+            self.ema_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.ema_steps = 0
+        # (average, live tensor) pairs for one fused update per step; the live tensors share the
+        # parameters' storage (load_state_dict copies in place, so they stay valid).
+        live = self.model.state_dict()
+        self._ema_float = [(self.ema_state[k], v) for k, v in live.items() if v.is_floating_point()]
+        self._ema_other = [(self.ema_state[k], v) for k, v in live.items() if not v.is_floating_point()]
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.ema_state is None or self.config.ema_decay is None:
+            return
+        self.ema_steps += 1
+        decay = min(float(self.config.ema_decay), (1.0 + self.ema_steps) / (10.0 + self.ema_steps))
+        if self._ema_float:
+            avg, val = zip(*self._ema_float, strict=True)
+            torch._foreach_lerp_(list(avg), list(val), 1.0 - decay)
+        for a, v in self._ema_other:  # integer buffers (counters) follow the model
+            a.copy_(v)
+
+    def _ema_swapped(self) -> Any:
+        """Context in which the model holds the averaged weights (no-op without EMA)."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def swap() -> Any:
+            if self.ema_state is None:
+                yield
+                return
+            raw = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.model.load_state_dict(self.ema_state)
+            try:
+                yield
+            finally:
+                self.model.load_state_dict(raw)
+
+        return swap()
+
+    def eval_state(self) -> dict[str, torch.Tensor]:
+        """The weights validation uses: the average with ``ema_decay``, else the model's own."""
+        return self.ema_state if self.ema_state is not None else self.model.state_dict()
+
     # ------------------------------------------------------------------ checkpoints
-    def state_dict(self, epoch: int) -> dict[str, Any]:
+    def state_dict(self, epoch: int, *, best: bool = False) -> dict[str, Any]:
+        """Checkpoint payload. ``best=True``: ``"model"`` holds the weights validation used
+        (the average with ``ema_decay``), so every reader of ``best.pt`` gets them."""
         return {
             "format_version": CHECKPOINT_VERSION,
             "epoch": epoch,
-            "model": self.model.state_dict(),
+            "model": self.eval_state() if best else self.model.state_dict(),
+            "ema": self.ema_state,
+            "ema_steps": self.ema_steps,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "history": self.history,
@@ -456,7 +539,7 @@ class Trainer:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.out_dir / f"{name}.ckpt.tmp"
-        torch.save(self.state_dict(epoch), tmp)
+        torch.save(self.state_dict(epoch, best=name == "best.pt"), tmp)
         os.replace(tmp, self.out_dir / name)  # atomic: a killed run never leaves half a file
 
     def barrier(self) -> None:
@@ -498,7 +581,13 @@ class Trainer:
                 f"{str(path)!r} holds a model of another architecture ({str(exc).splitlines()[0]}); use "
                 "--restart or another --out."
             ) from exc
-        self.model.load_state_dict(ckpt["model"])
+        if self.config.ema_decay is not None:
+            if ckpt.get("ema") is None:
+                raise ConfigMismatchError(f"{str(path)!r} was trained without weight averaging; resuming it with "
+                                          "ema_decay would start the average mid-run. Use --restart, or "
+                                          "--init-from PATH to start a new run from its weights.")
+            self.ema_state = {k: v.to(self.device) for k, v in ckpt["ema"].items()}
+            self.ema_steps = int(ckpt.get("ema_steps", 0))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None and ckpt.get("scheduler") is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -543,12 +632,16 @@ class Trainer:
         """
         seed_everything(self.config.seed)
         self._maybe_resume()
+        self._init_ema()
+        t_fit = time.perf_counter()
+        self.stopped_by = "epochs"
         for epoch in range(self.start_epoch, self.config.epochs):
             t0 = time.perf_counter()
             row: dict[str, Any] = {"epoch": epoch + 1}
             row.update({f"train_{k}": v for k, v in self._run_epoch(train_data, True, epoch).items()})
             if val_data is not None:
-                row.update({f"val_{k}": v for k, v in self._run_epoch(val_data, False, epoch).items()})
+                with self._ema_swapped():
+                    row.update({f"val_{k}": v for k, v in self._run_epoch(val_data, False, epoch).items()})
             key = f"val_{self.config.monitor}" if val_data is not None else f"train_{self.config.monitor}"
             if key not in row:
                 raise ValueError(f"Monitored metric {key!r} not produced by loss_fn (have {sorted(row)}).")
@@ -566,7 +659,7 @@ class Trainer:
                 self.best_value, self.best_epoch, self.bad_epochs = value, epoch + 1, 0
                 self._save("best.pt", epoch)
                 if self.out_dir is None:
-                    self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                    self._best_state = {k: v.detach().clone() for k, v in self.eval_state().items()}
             else:
                 self.bad_epochs += 1
             self._save("last.pt", epoch)
@@ -575,6 +668,16 @@ class Trainer:
                 shown = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float))
                 print(f"[epoch {epoch + 1}/{self.config.epochs}] {shown}", flush=True)
             if self.config.patience is not None and self.bad_epochs >= self.config.patience:
+                self.stopped_by = "patience"
+                break
+            if epoch + 1 >= self.config.epochs:
+                break
+            if self.config.min_lr is not None and row["lr"] < self.config.min_lr:
+                self.stopped_by = "min_lr"
+                break
+            if (self.config.max_minutes is not None
+                    and time.perf_counter() - t_fit > 60.0 * self.config.max_minutes):
+                self.stopped_by = "max_minutes"
                 break
         # Rank 0 has written the final checkpoints: nobody reads best.pt before that.
         self.barrier()

@@ -171,6 +171,26 @@ def test_rerun_with_more_epochs_resumes(trained, data_file, tmp_path, capsys):
     assert "base_width: 4 -> 8" in err and "--restart" in err
 
 
+def test_weight_averaging_is_what_the_run_selects_and_evaluates(data_file, tmp_path):
+    from pointsym.experiments.csnn_dos.cli import load_run
+    from pointsym.training import load_checkpoint
+
+    out = tmp_path / "ema"
+    assert main(["csnn-dos", "train", "--data-file", str(data_file), "--epochs", "2", *TINY, "--ema-decay", "0.9",
+                 "--out", str(out), "--eval-split", "none", "--no-plots"]) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["training"]["ema_decay"] == 0.9 and summary["training"]["stopped_by"] == "epochs"
+    best, last = (load_checkpoint(out / "checkpoints" / f) for f in ("best.pt", "last.pt"))
+    assert last["ema_steps"] > 0
+    # best.pt holds the average as its model; last.pt the raw weights (to resume) beside the average
+    key = next(k for k, v in last["model"].items() if v.is_floating_point() and v.numel() > 1)
+    assert not torch.equal(last["model"][key], last["ema"][key])
+    if best["epoch"] == last["epoch"]:
+        assert torch.equal(best["model"][key], last["ema"][key])
+    _, model, _, _ = load_run(out / "checkpoints" / "last.pt")
+    assert torch.equal(model.state_dict()[key], last["ema"][key])  # evaluation reads the average
+
+
 def test_absolute_alignment_round_trips_through_the_checkpoint(data_file, tmp_path):
     # --align none trains on xTB's absolute scale; eval rebuilds the same grid from the checkpoint
     out = tmp_path / "abs"
@@ -189,11 +209,12 @@ def test_absolute_alignment_round_trips_through_the_checkpoint(data_file, tmp_pa
     (["--atoms-per-structure", "0"], "--atoms-per-structure must be >= 1"),
     (["--model", "unknown"], "--model must be one of csnn, soap-mlp, pet"),
     (["--loss-alpha", "1.5"], "--loss-alpha must be <= 1"),
+    (["--ema-decay", "1"], "--ema-decay must be < 1"),
     (["--model", "pet", "--level", "2"], "--level applies to --model csnn only"),
     (["--e-min", "0", "--e-max", "-1"], "--e-max must be larger than --e-min"),
     (["--model-options", "{oops"], "--model-options is not valid JSON"),
     (["--method", "gpaw", "--align", "none"], "--method gpaw with --align none has no default energy window"),
-], ids=["atoms-per-structure", "model", "loss-alpha", "csnn-flag", "grid", "model-options", "align-window"])
+], ids=["atoms-per-structure", "model", "loss-alpha", "ema-decay", "csnn-flag", "grid", "model-options", "align-window"])
 def test_bad_options_exit_2_with_one_line_naming_the_flag(tmp_path, capsys, argv, flag):
     # a missing data file would fail next: the options are checked before any work
     err = _error(capsys, ["csnn-dos", "train", "--data-file", str(tmp_path / "missing.extxyz.gz"), *argv,

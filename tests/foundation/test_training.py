@@ -139,3 +139,90 @@ def test_plateau_scheduler_gets_the_monitored_metric():
     lrs = [h["lr"] for h in hist]
     # the first epoch sets the scheduler's baseline; every later epoch is a plateau and halves lr
     assert lrs == pytest.approx([1e-6, 5e-7, 2.5e-7, 1.25e-7])
+
+
+# --------------------------------------------------------------------------- weight averaging, stops
+
+
+def _constant_gradient_run(out, epochs, decay, *, batch_size=16):
+    """One weight, loss = w * mean(x) with x = 1: every SGD step lowers w by exactly lr."""
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    data = [(torch.ones(1), torch.zeros(1))] * 32
+
+    def loss_fn(m, batch):
+        x, _ = batch
+        loss = m(x).mean()
+        return loss, {}
+
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=0.1, out_dir=None if out is None else str(out),
+                      quiet=True, ema_decay=decay)
+    trainer = Trainer(model, loss_fn, cfg, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    trainer.fit(data, data)
+    return trainer
+
+
+def test_ema_follows_the_closed_form_and_is_what_validation_and_best_use(tmp_path):
+    decay, epochs, steps_per_epoch = 0.9, 3, 2
+    trainer = _constant_gradient_run(tmp_path, epochs, decay)
+    w, avg = 2.0, 2.0
+    for t in range(1, epochs * steps_per_epoch + 1):
+        w -= 0.1
+        d = min(decay, (1 + t) / (10 + t))
+        avg = d * avg + (1 - d) * w
+    assert trainer.ema_steps == epochs * steps_per_epoch
+    assert trainer.model.weight.item() == pytest.approx(w, abs=1e-6)  # raw weights train on
+    assert trainer.ema_state["weight"].item() == pytest.approx(avg, abs=1e-6)
+    # validation loss = w; it is the averaged weight's value, not the raw one's
+    assert trainer.history[-1]["val_loss"] == pytest.approx(avg, abs=1e-6)
+    best = load_checkpoint(tmp_path / "best.pt")
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert best["model"]["weight"].item() == pytest.approx(avg, abs=1e-6)
+    assert last["model"]["weight"].item() == pytest.approx(w, abs=1e-6)
+    assert last["ema"]["weight"].item() == pytest.approx(avg, abs=1e-6)
+    trainer.load_best()
+    assert trainer.model.weight.item() == pytest.approx(avg, abs=1e-6)
+    # in memory (no out_dir) load_best gives the average too
+    mem = _constant_gradient_run(None, epochs, decay)
+    mem.load_best()
+    assert mem.model.weight.item() == pytest.approx(avg, abs=1e-6)
+
+
+def test_ema_resume_is_identical_to_one_run(tmp_path):
+    straight = _constant_gradient_run(tmp_path / "a", 4, 0.95)
+    _constant_gradient_run(tmp_path / "b", 2, 0.95)
+    resumed = _constant_gradient_run(tmp_path / "b", 4, 0.95)
+    assert resumed.ema_steps == straight.ema_steps == 8
+    assert resumed.ema_state["weight"].item() == straight.ema_state["weight"].item()
+    assert resumed.model.weight.item() == straight.model.weight.item()
+
+
+def test_ema_errors(tmp_path):
+    for bad in (0.0, 1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="ema_decay"):
+            TrainConfig(ema_decay=bad).validate()
+    _constant_gradient_run(tmp_path, 1, None)
+    from pointsym.core import ConfigMismatchError
+
+    with pytest.raises(ConfigMismatchError, match="ema_decay"):
+        _constant_gradient_run(tmp_path, 2, 0.9)  # a run without averaging cannot resume with it
+
+
+def test_max_minutes_and_min_lr_stop_at_an_epoch_boundary(tmp_path):
+    cfg = TrainConfig(epochs=5, batch_size=16, lr=0.02, quiet=True, max_minutes=1e-9)
+    trainer = Trainer(_model(), _loss, cfg)
+    assert len(trainer.fit(_data(), _data(32, seed=1))) == 1 and trainer.stopped_by == "max_minutes"
+    model = _model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.1)  # 1e-2, 1e-2, 1e-3, 1e-3, 1e-4
+    cfg = TrainConfig(epochs=9, batch_size=16, quiet=True, min_lr=5e-4, out_dir=str(tmp_path))
+    trainer = Trainer(model, _loss, cfg, optimizer=opt, scheduler=sched)
+    hist = trainer.fit(_data(), _data(32, seed=1))
+    assert [h["lr"] for h in hist] == pytest.approx([1e-2, 1e-3, 1e-3, 1e-4])
+    assert trainer.stopped_by == "min_lr"
+    full = Trainer(_model(), _loss, TrainConfig(epochs=2, batch_size=16, quiet=True))
+    full.fit(_data())
+    assert full.stopped_by == "epochs"
+    with pytest.raises(ValueError, match="max_minutes"):
+        TrainConfig(max_minutes=0).validate()

@@ -155,6 +155,11 @@ class TrainOptions:
     max_minutes: float | None = field(default=None, metadata={
         "help": "stop after the epoch that exceeds this wall time; rerun to continue (resumes)", "unit": "min",
         "default_help": "no limit", "group": "training", "gt": 0.0})
+    ema_decay: float | None = field(default=None, metadata={
+        "help": "validate, select and save an exponential moving average of the weights (decay per optimizer step, "
+                "in (0, 1); about 1 / (1 - decay) steps are averaged): it smooths the step-to-step noise of the "
+                "weights that K-atom sampling adds", "default_help": "no averaging", "group": "training",
+        "gt": 0.0, "lt": 1.0})
     atoms_per_structure: int | None = field(default=None, metadata={
         "help": "train on K random atoms per structure per step: the mean of their predicted per-atom DOS is fitted "
                 "to the structure's DOS (the prediction is an unbiased estimate of the all-atom mean, so the "
@@ -338,23 +343,6 @@ def _n_atoms(sizes: np.ndarray, k: int | None) -> int:
     return int(np.minimum(sizes, k).sum()) if k is not None else int(np.sum(sizes))
 
 
-def _fit(trainer: Any, train: Any, val: Any, opts: Any) -> str:
-    """Epoch by epoch (each ``fit`` resumes from ``last.pt``: identical to one run) until ``--epochs``, the
-    ``--min-lr`` stop or ``--max-minutes``; returns why it stopped."""
-    t0 = time.perf_counter()
-    while True:
-        trainer.config.epochs = min(opts.epochs, len(trainer.history) + 1)
-        trainer.fit(train, val)
-        trainer.config.restart = False  # moved aside once; the following one-epoch fits resume
-        done = len(trainer.history)
-        if done >= opts.epochs:
-            return "epochs"
-        if opts.min_lr > 0 and trainer.optimizer.param_groups[0]["lr"] < opts.min_lr:
-            return "min_lr"
-        if opts.max_minutes is not None and time.perf_counter() - t0 > 60 * opts.max_minutes:
-            return "max_minutes"
-
-
 def _train_main(args: argparse.Namespace) -> int:
     from pointsym.core.checkpoints import model_spec
     from pointsym.experiments.csnn_dos.adapters import get_adapter
@@ -392,6 +380,7 @@ def _train_main(args: argparse.Namespace) -> int:
     config = TrainConfig(
         epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, weight_decay=opts.weight_decay, seed=args.seed,
         out_dir=str(out / "checkpoints"), restart=opts.restart, device=args.device, quiet=args.quiet,
+        min_lr=opts.min_lr if opts.min_lr > 0 else None, max_minutes=opts.max_minutes, ema_decay=opts.ema_decay,
         extra={"task": "csnn-dos", "adapter": opts.model, "model_options": options, "model": spec,
                "data": data_spec, "loss_alpha": opts.loss_alpha, "band_weight": opts.band_weight,
                "atoms_per_structure": opts.atoms_per_structure,
@@ -412,7 +401,8 @@ def _train_main(args: argparse.Namespace) -> int:
               f"({train_atoms} / {val_atoms} atoms per epoch); grid {grid.e_min:g} ... {grid.e_max:g} eV, "
               f"{len(data.energies)} energies")
     t0 = time.perf_counter()
-    stopped = _fit(trainer, DOSDataset(train), DOSDataset(val, val_centres), opts)
+    trainer.fit(DOSDataset(train), DOSDataset(val, val_centres))
+    stopped = trainer.stopped_by
     session_seconds = time.perf_counter() - t0
     if not trainer.is_main:
         # Under torchrun rank 0 alone evaluates and writes; the others wait for it.
@@ -433,7 +423,7 @@ def _train_main(args: argparse.Namespace) -> int:
                 "atoms_per_structure": opts.atoms_per_structure, "val_atoms_per_structure":
                 opts.val_atoms_per_structure, "rotate_train": opts.rotate_train, "batch_size": opts.batch_size,
                 "lr": opts.lr, "weight_decay": opts.weight_decay, "lr_patience": opts.lr_patience,
-                "train_atoms_per_epoch": train_atoms, "val_atoms_per_epoch": val_atoms,
+                "ema_decay": opts.ema_decay, "train_atoms_per_epoch": train_atoms, "val_atoms_per_epoch": val_atoms,
                 "seconds_per_epoch": epoch_seconds,
                 "train_atoms_per_second": train_atoms / epoch_seconds if history else None,
                 "train_seconds_total": float(sum(h["seconds"] for h in history)),
@@ -535,7 +525,8 @@ def load_run(path: str | Path, device: str = "cpu", *,
     model = adapter.build_model(energy_grid(g["e_min"], g["e_max"], g["step"]), dict(extra["model_options"]))
     model = model.to(_DTYPE)
     try:
-        model.load_state_dict(ckpt["model"])
+        # --ema-decay runs: the average is the model (last.pt keeps the raw weights beside it)
+        model.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])
     except RuntimeError as exc:
         raise CheckpointError(f"{str(path)!r}: its weights do not fit the model rebuilt from its settings "
                               f"({str(exc).splitlines()[0]}).") from exc

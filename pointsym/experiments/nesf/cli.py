@@ -79,7 +79,7 @@ def _train(args: argparse.Namespace) -> int:
     import torch
 
     from pointsym.fields import ALL_ELEMENTS, NeSF, NeSFLoss, QuerySampler, collate_crystals, crystal_dataset
-    from pointsym.training import TrainConfig, Trainer, load_checkpoint, seed_everything
+    from pointsym.training import TrainConfig, Trainer, seed_everything
 
     validate_options(args, NeSFTrainOptions)
     if args.init_from is not None and not Path(args.init_from).is_file():
@@ -131,6 +131,7 @@ def _train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, patience=args.patience,
         out_dir=str(ckpt_dir), restart=args.restart, device=args.device, quiet=args.quiet,
+        max_minutes=args.max_minutes,
         extra={"nesf": model.hypers, "sampler": sampler.settings, "data": tag, "init_from": args.init_from,
                **_schedule_extra(args)},
     )
@@ -140,21 +141,7 @@ def _train(args: argparse.Namespace) -> int:
         print(f"nesf-train: {len(train)} train / {len(val) if val is not None else 0} val structures, "
               f"{n_params} parameters, box {np.round(lo, 3).tolist()} .. {np.round(hi, 3).tolist()}, {sampler!r}")
     t0 = time.perf_counter()
-    if args.max_minutes is None:
-        trainer.fit(train_items, val_items)
-    else:
-        # One epoch per fit() call (each resumes from last.pt, identical to a single run) so
-        # that the wall-time budget is checked between epochs.
-        done = (int(load_checkpoint(ckpt_dir / "last.pt")["epoch"]) + 1
-                if (ckpt_dir / "last.pt").is_file() and not args.restart else 0)
-        while done < args.epochs:
-            trainer.config.epochs = done + 1
-            trainer.fit(train_items, val_items)
-            trainer.config.restart = False  # moved aside once; the next one-epoch fit() resumes
-            done = len(trainer.history)
-            stopped = args.patience is not None and trainer.bad_epochs >= args.patience
-            if stopped or time.perf_counter() - t0 > 60 * args.max_minutes:
-                break
+    trainer.fit(train_items, val_items)  # stops at --epochs, --patience or --max-minutes
     session_seconds = time.perf_counter() - t0
     if not trainer.is_main:
         # Under torchrun rank 0 alone exports the model and writes the summary and plot; the
