@@ -596,12 +596,19 @@ class SOAP:
                 specs.append(np.tile(sp, n))
                 counts.append(np.full(n, n, dtype=np.int64))
             else:
-                nl = vesin.NeighborList(cutoff=float(cutoff), full_list=True, sorted=True)
-                box = s.cell_np if s.pbc.any() else np.zeros((3, 3))
-                i, j, d = nl.compute(pos, box, s.pbc.tolist(), quantities="ijD")
+                # The compiled cell list first (2-6x faster than vesin here, see _fast.cell_pairs);
+                # vesin where the cell is singular.
+                found = _fast.cell_pairs(pos, s.cell_np, s.pbc, float(cutoff))
+                if found is not None:
+                    cnt, d, j = found
+                else:
+                    nl = vesin.NeighborList(cutoff=float(cutoff), full_list=True, sorted=True)
+                    box = s.cell_np if s.pbc.any() else np.zeros((3, 3))
+                    i, j, d = nl.compute(pos, box, s.pbc.tolist(), quantities="ijD")
+                    cnt = np.bincount(np.asarray(i, dtype=np.int64), minlength=n)
                 vecs.append(np.asarray(d, dtype=np.float64))
                 specs.append(sp[np.asarray(j, dtype=np.int64)])
-                counts.append(np.bincount(np.asarray(i, dtype=np.int64), minlength=n))
+                counts.append(cnt)
                 has_self[b] = True
             self_spec.append(sp)
             centre_offset[b + 1] = centre_offset[b] + n

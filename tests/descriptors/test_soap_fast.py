@@ -139,3 +139,53 @@ def test_gradients_bypass_the_fast_path():
     feats.square().sum().backward()
     assert pos.grad is not None and bool(torch.isfinite(pos.grad).all()) and float(pos.grad.abs().max()) > 0
     assert not math.isnan(float(feats.detach().sum()))
+
+
+def _pair_sets(counts, vectors, neighbours):
+    start = np.concatenate([[0], np.cumsum(counts)])
+    out = []
+    for c in range(len(counts)):
+        rows = np.column_stack([neighbours[start[c]:start[c + 1]], np.round(vectors[start[c]:start[c + 1]], 8)])
+        out.append(rows[np.lexsort(rows.T[::-1])])
+    return out
+
+
+@pytest.mark.parametrize("case", ["triclinic", "tiny_cell_many_images", "slab", "cluster", "overlap", "silicon"])
+def test_cell_pairs_is_vesins_full_list(case):
+    import vesin
+
+    rng = np.random.default_rng(3)
+    cutoff = 4.0
+    if case == "triclinic":
+        cell = np.array([[5.0, 0.0, 0.0], [2.1, 4.6, 0.0], [-1.3, 0.9, 5.2]])
+        pos, pbc = rng.uniform(0, 1, (17, 3)) @ cell + rng.normal(0, 2.0, (17, 3)), [True] * 3  # some outside
+    elif case == "tiny_cell_many_images":
+        cell = np.array([[1.6, 0.0, 0.0], [0.3, 1.9, 0.0], [0.2, -0.4, 2.2]])  # cutoff >> cell: 5+ images a side
+        pos, pbc = rng.uniform(0, 1, (2, 3)) @ cell, [True] * 3
+    elif case == "slab":
+        cell = np.diag([4.5, 5.5, 30.0])
+        pos, pbc = rng.uniform(0, 1, (20, 3)) * [4.5, 5.5, 8.0] + [0, 0, 40.0], [True, True, False]  # z outside
+    elif case == "cluster":
+        cell = np.zeros((3, 3))
+        pos, pbc = rng.uniform(-6, 6, (40, 3)), [False] * 3
+    elif case == "overlap":
+        cell = np.diag([6.0, 6.0, 6.0])
+        pos = rng.uniform(0, 6, (10, 3))
+        pos[3] = pos[7]  # two atoms on one site: a pair at r = 0
+        pbc = [True] * 3
+    else:
+        atoms = rattled_silicon()
+        cell, pos, pbc, cutoff = atoms.cell.array, atoms.positions, atoms.pbc.tolist(), 6.85
+    found = _fast.cell_pairs(pos, cell, np.array(pbc), cutoff)
+    assert found is not None
+    i, j, d = vesin.NeighborList(cutoff=cutoff, full_list=True, sorted=True).compute(
+        pos, cell if any(pbc) else np.zeros((3, 3)), pbc, quantities="ijD")
+    ref = (np.bincount(i, minlength=len(pos)), np.asarray(d), np.asarray(j))
+    assert np.array_equal(found[0], ref[0]) and found[0].sum() > 0
+    for a, b in zip(_pair_sets(*found), _pair_sets(*ref), strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-8)
+
+
+def test_cell_pairs_declines_a_singular_periodic_cell():
+    cell = np.array([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 0.0]])  # ASE's slab without a z vector
+    assert _fast.cell_pairs(np.zeros((2, 3)), cell, np.array([True, True, False]), 3.0) is None
