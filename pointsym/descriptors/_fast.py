@@ -389,7 +389,8 @@ def cell_pairs(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff:
     """Full neighbour list of every atom within ``cutoff`` (Å), periodic images included.
 
     ``positions`` ``(n, 3)`` Å, ``cell`` ``(3, 3)`` (rows are the lattice vectors), ``pbc``
-    ``(3,)`` bool (all False: a cluster, the cell is ignored). Returns ``counts`` ``(n,)`` (neighbours of each atom), ``vectors`` ``(P, 3)``
+    ``(3,)`` bool (all False: a cluster, the cell is ignored). Returns ``counts`` ``(n,)``
+    (neighbours of each atom), ``vectors`` ``(P, 3)``
     (neighbour minus centre, Å, grouped by centre in atom order, in no particular order within
     a centre) and ``neighbours`` ``(P,)`` (atom indices); an atom's own zero-shift copy is not
     a pair, its periodic images are. ``None`` when a periodic system's cell is singular (no

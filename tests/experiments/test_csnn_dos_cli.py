@@ -214,7 +214,8 @@ def test_absolute_alignment_round_trips_through_the_checkpoint(data_file, tmp_pa
     (["--e-min", "0", "--e-max", "-1"], "--e-max must be larger than --e-min"),
     (["--model-options", "{oops"], "--model-options is not valid JSON"),
     (["--method", "gpaw", "--align", "none"], "--method gpaw with --align none has no default energy window"),
-], ids=["atoms-per-structure", "model", "loss-alpha", "ema-decay", "csnn-flag", "grid", "model-options", "align-window"])
+], ids=["atoms-per-structure", "model", "loss-alpha", "ema-decay", "csnn-flag", "grid", "model-options",
+        "align-window"])
 def test_bad_options_exit_2_with_one_line_naming_the_flag(tmp_path, capsys, argv, flag):
     # a missing data file would fail next: the options are checked before any work
     err = _error(capsys, ["csnn-dos", "train", "--data-file", str(tmp_path / "missing.extxyz.gz"), *argv,
