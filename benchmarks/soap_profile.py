@@ -31,8 +31,7 @@ for p in (ROOT, ROOT / "benchmarks"):
 # (label, function name as in pstats, "tot" or "cum")
 FAST_STAGES = [
     ("neighbour list (vesin / all pairs)", "_fast_pairs", "cum"),
-    ("radial (spline) + harmonics kernel", "pair_slots", "cum"),
-    ("contraction (bmm per l)", "<built-in method torch.bmm>", "tot"),
+    ("radial (spline) + harmonics + contraction kernel", "coefficients", "cum"),
     ("power spectrum + gather", "power_spectrum", "cum"),
 ]
 ENGINE_STAGES = [

@@ -40,7 +40,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     numba = None
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "cell_pairs", "legendre_recursion", "pair_slots", "radial_table"]
+__all__ = ["HAVE_NUMBA", "cell_pairs", "coefficients", "legendre_recursion", "pair_slots", "radial_table"]
 
 # Relative interpolation error aimed at (of the largest |R_ln|): quintic Hermite error bound
 # h^6 max|f^(6)| / 46080 with f^(6) ~ 120 a^3 for exp(-a r^2)  ->  h = SPACING / sqrt(a_max).
@@ -252,6 +252,141 @@ if HAVE_NUMBA:
                             q1[k] = v
 
 
+
+    @numba.njit(nogil=True, cache=True, fastmath={"contract", "reassoc"})
+    def _coeffs_kernel(vec, w, spec, start, self_w, self_spec, c_lo, c_hi, S, L, table, inv_h, qmm, qa, qb,
+                       Rt, Yt, X):  # pragma: no cover - jit
+        """Expansion coefficients of centres ``c_lo:c_hi``, contraction fused (no slot buffers).
+
+        Per (centre, species) group: the radial values of the group's pairs into ``Rt``
+        ``(LNP, K)`` (transposed: pairs innermost), the weighted packed harmonics into ``Yt``
+        ``((L + 1) (L + 2), K)`` (rows ``l (l + 1) + [cos m = 0..l, sin m = 0..l]``), then
+        ``X[c - c_lo, s, l, row, n] = sum_k Yt[l (l + 1) + row, k] Rt[l NP + n, k]`` as dot
+        products over the pairs, four ``n`` at a time (SIMD over pairs, the reassociation
+        lets LLVM vectorise the sums). ``X`` ``(c_hi - c_lo, S, L + 1, 2 L + 2, NP)`` is
+        overwritten (rows ``2 l + 2..`` and the sin m = 0 row are zero).
+        """
+        n_int = table.shape[0]
+        LNP = table.shape[2]
+        NP = LNP // (L + 1)
+        K = Rt.shape[1]
+        dt = Rt.dtype
+        ux = np.empty(K, dtype=dt)
+        uy = np.empty(K, dtype=dt)
+        uz = np.empty(K, dtype=dt)
+        wv = np.empty(K, dtype=dt)
+        cr = np.empty((L + 1, K), dtype=dt)
+        ci = np.empty((L + 1, K), dtype=dt)
+        q1 = np.empty(K, dtype=dt)
+        q2 = np.empty(K, dtype=dt)
+        for c in range(c_lo, c_hi):
+            p0 = start[c]
+            n_pairs = start[c + 1] - p0
+            has_self = self_w[c] != 0.0
+            for s in range(S):
+                Xcs = X[c - c_lo, s]
+                Xcs[:] = 0.0
+                cnt = 0
+                if has_self and self_spec[c] == s:  # the centre's own atom, at r = 0
+                    ux[0] = 0.0
+                    uy[0] = 0.0
+                    uz[0] = 1.0
+                    wv[0] = self_w[c]
+                    src = table[0, 0]
+                    for q in range(LNP):
+                        Rt[q, 0] = src[q]
+                    cnt = 1
+                for k in range(n_pairs):
+                    p = p0 + k
+                    if spec[p] != s:
+                        continue
+                    x = vec[p, 0]
+                    y = vec[p, 1]
+                    z = vec[p, 2]
+                    r = math.sqrt(x * x + y * y + z * z)
+                    u = r * inv_h
+                    i = int(u)
+                    if i >= n_int:
+                        i = n_int - 1
+                    t = u - i
+                    t0 = table[i, 0]
+                    t1 = table[i, 1]
+                    t2 = table[i, 2]
+                    t3 = table[i, 3]
+                    t4 = table[i, 4]
+                    t5 = table[i, 5]
+                    for q in range(LNP):
+                        Rt[q, cnt] = t0[q] + t * (t1[q] + t * (t2[q] + t * (t3[q] + t * (t4[q] + t * t5[q]))))
+                    if r > 0.0:
+                        inv_r = 1.0 / r
+                        ux[cnt] = x * inv_r
+                        uy[cnt] = y * inv_r
+                        uz[cnt] = z * inv_r
+                    else:
+                        ux[cnt] = 0.0
+                        uy[cnt] = 0.0
+                        uz[cnt] = 1.0
+                    wv[cnt] = w[p]
+                    cnt += 1
+                if cnt == 0:
+                    continue
+                # (ux + i uy)^m, vectorised over the group's pairs
+                for k in range(cnt):
+                    cr[0, k] = 1.0
+                    ci[0, k] = 0.0
+                for m in range(1, L + 1):
+                    for k in range(cnt):
+                        cr[m, k] = cr[m - 1, k] * ux[k] - ci[m - 1, k] * uy[k]
+                        ci[m, k] = cr[m - 1, k] * uy[k] + ci[m - 1, k] * ux[k]
+                # Q_lm by the recursion in l; rows m (cos) and l + 1 + m (sin); weight folded in
+                for m in range(L + 1):
+                    qm = qmm[m]
+                    row_c = m * (m + 1) + m
+                    row_s = m * (m + 1) + m + 1 + m
+                    for k in range(cnt):
+                        v = qm * wv[k]
+                        q1[k] = v
+                        q2[k] = 0.0
+                        Yt[row_c, k] = v * cr[m, k]
+                        Yt[row_s, k] = v * ci[m, k]
+                    for l in range(m + 1, L + 1):
+                        a = qa[l, m]
+                        b = qb[l, m]
+                        row_c = l * (l + 1) + m
+                        row_s = l * (l + 1) + l + 1 + m
+                        for k in range(cnt):
+                            v = a * uz[k] * q1[k] - b * q2[k]
+                            Yt[row_c, k] = v * cr[m, k]
+                            Yt[row_s, k] = v * ci[m, k]
+                            q2[k] = q1[k]
+                            q1[k] = v
+                # contraction: dot products over the pairs, four radial lanes at a time
+                for l in range(L + 1):
+                    base = l * (l + 1)
+                    for row in range(2 * l + 2):
+                        if row == l + 1:  # sin of m = 0
+                            continue
+                        yv = Yt[base + row]
+                        for n0 in range(0, NP, 4):
+                            r0 = Rt[l * NP + n0]
+                            r1 = Rt[l * NP + n0 + 1]
+                            r2 = Rt[l * NP + n0 + 2]
+                            r3 = Rt[l * NP + n0 + 3]
+                            s0 = 0.0
+                            s1 = 0.0
+                            s2 = 0.0
+                            s3 = 0.0
+                            for k in range(cnt):
+                                yk = yv[k]
+                                s0 += yk * r0[k]
+                                s1 += yk * r1[k]
+                                s2 += yk * r2[k]
+                                s3 += yk * r3[k]
+                            Xcs[l, row, n0] = s0
+                            Xcs[l, row, n0 + 1] = s1
+                            Xcs[l, row, n0 + 2] = s2
+                            Xcs[l, row, n0 + 3] = s3
+
     @numba.njit(nogil=True, cache=True)
     def _cell_pairs_kernel(frac, cell, pad, nimg, cutoff, counts, vec, nbr):  # pragma: no cover - jit
         """Cell-list search of every atom's neighbours (images included) closer than ``cutoff``.
@@ -382,6 +517,37 @@ def map_threaded(fn: Any, items: list[Any], threads: int) -> list[Any]:
         return list(_pool(threads).map(fn, items))
     finally:
         torch.set_num_threads(before)
+
+
+def coefficients(vec: np.ndarray, w: np.ndarray, spec: np.ndarray, start: np.ndarray, self_w: np.ndarray,
+                 self_spec: np.ndarray, l_max: int, n_species: int, table: np.ndarray, inv_h: float, k_max: int,
+                 out: np.ndarray | None = None) -> np.ndarray:
+    """Expansion coefficients of the centres ``c`` (pairs ``start[c]:start[c + 1]``), one compiled pass.
+
+    ``vec`` ``(P, 3)``, ``w`` ``(P,)``, ``spec`` ``(P,)`` int64, ``start`` ``(C + 1,)`` int64 (offsets
+    into ``vec``); ``self_w``/``self_spec`` ``(C,)``: weight (0: none) and species of an atom
+    sitting on the centre; ``k_max``: at least the largest number of neighbours of one species
+    around one centre (own atom included).
+
+    Returns ``X`` ``(C, n_species, l_max + 1, 2 l_max + 2, n_pad)`` in the table's dtype: the
+    packed real harmonics (rows ``m`` cos, ``l + 1 + m`` sin, zero beyond ``2 l + 2``) times the
+    orthonormalised radial functions (lanes ``n >= n_max`` zero), summed over the pairs with
+    their weights. ``out``: optional buffer of at least that size to write into.
+    """
+    qmm, qa, qb = legendre_recursion(l_max)
+    dt = table.dtype
+    C = start.shape[0] - 1
+    L1 = l_max + 1
+    n_pad = table.shape[2] // L1
+    shape = (C, n_species, L1, 2 * l_max + 2, n_pad)
+    size = int(np.prod(shape))
+    X = out[:size].reshape(shape) if out is not None and out.shape[0] >= size else np.empty(shape, dtype=dt)
+    K = max(1, int(k_max))
+    Rt = np.empty((table.shape[2], K), dtype=dt)
+    Yt = np.empty((L1 * (L1 + 1), K), dtype=dt)
+    _coeffs_kernel(vec, w, spec, start, self_w.astype(dt, copy=False), self_spec, 0, C, n_species, l_max, table,
+                   dt.type(inv_h), qmm.astype(dt), qa.astype(dt), qb.astype(dt), Rt, Yt, X)
+    return X
 
 
 def cell_pairs(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float

@@ -41,8 +41,8 @@ _MAX_GROUP_CENTRES = 4096
 # The compiled path (:mod:`pointsym.descriptors._fast`) keeps no per-slot intermediates, so its
 # memory is the pair list of a group: smaller groups keep the peak near DScribe's.
 _MAX_GROUP_CENTRES_FAST = 512
-# Padded (centre, species, neighbour) slots of one compiled-kernel chunk (~1.7 kB each at l_max 10).
-_FAST_SLOTS = 4096
+# Coefficients per chunk of the compiled path (4 MB in float64: the chunk's power spectrum stays in cache).
+_FAST_CHUNK_VALUES = 1 << 19
 
 
 @contextlib.contextmanager
@@ -657,45 +657,28 @@ class SOAP:
         out = torch.zeros(B, plan.n_features, dtype=dtype) if average == "outer" else torch.empty(
             C, plan.n_features, dtype=dtype)
         sys_t = torch.as_tensor(csys)
-        # Chunks of consecutive centres whose padded slots (centres x sum over species of the
-        # chunk's largest count of that species) fit the budget; one centre at least.
-        chunks = []
-        n_slots = 0
-        c0 = 0
-        while c0 < C:
-            k_run = np.maximum.accumulate(counts[c0 : c0 + _FAST_SLOTS], axis=0)
-            cost = np.arange(1, k_run.shape[0] + 1) * k_run.sum(axis=1)
-            c1 = c0 + max(1, int(np.searchsorted(cost, _FAST_SLOTS, side="right")))
-            chunks.append((c0, c1, k_run[c1 - c0 - 1]))
-            n_slots = max(n_slots, int(cost[c1 - c0 - 1]))
-            c0 = c1
+        # Chunks of consecutive centres whose coefficients fit ~4 MB (cache-sized power spectra);
+        # at least one centre, and enough chunks for the threads.
         n_pad = table.shape[2] // (L + 1)
+        per_centre = S * (L + 1) * (2 * L + 2) * n_pad
+        size = max(1, min(_FAST_CHUNK_VALUES // per_centre, -(-C // max(1, torch.get_num_threads()))))
+        chunks = [(c0, min(C, c0 + size)) for c0 in range(0, C, size)]
         local = threading.local()
 
-        def run(chunk: tuple[int, int, np.ndarray]) -> tuple[int, int, torch.Tensor]:
+        def run(chunk: tuple[int, int]) -> tuple[int, int, torch.Tensor]:
             """Coefficients (average="inner") or features of one chunk of centres."""
-            c0, c1, ks = chunk
+            c0, c1 = chunk
             nc = c1 - c0
-            if getattr(local, "work", None) is None:  # per-thread buffers, reused: no page faults per chunk
-                local.work = (np.empty(n_slots * (L + 1) * (L + 2), np_dtype),
-                              np.empty(n_slots * table.shape[2], np_dtype))
-            ybuf, rbuf, yoff, roff = _fast.pair_slots(vec, w, pair_spec, start[c0 : c1 + 1], self_w[c0:c1],
-                                                      self_spec[c0:c1], L, ks, table, inv_h, 1, local.work)
-            Y, R = torch.from_numpy(ybuf), torch.from_numpy(rbuf)
-            X = torch.zeros(nc, S, L + 1, 2 * L + 2, n_pad, dtype=dtype)
-            for l in range(L + 1):
-                for sp in range(S):
-                    k = int(ks[sp])
-                    if k == 0:
-                        continue
-                    y0, r0 = int(yoff[l, sp]), int(roff[l, sp])
-                    Yl = Y[y0 : y0 + nc * (2 * l + 2) * k].view(nc, 2 * l + 2, k)
-                    Rl = R[r0 : r0 + nc * k * n_pad].view(nc, k, n_pad)
-                    X[:, sp, l, : 2 * l + 2] = torch.bmm(Yl, Rl)
-            X = X.view(nc * S, L + 1, 2 * L + 2, n_pad)
+            reuse = average != "inner"  # "inner" keeps every chunk's coefficients until the sum
+            if reuse and getattr(local, "work", None) is None:  # per-thread buffer: no page faults per chunk
+                local.work = np.empty(size * per_centre, np_dtype)
+            k_max = int(counts[c0:c1].max()) if nc else 1
+            X = _fast.coefficients(vec, w, pair_spec, start[c0 : c1 + 1], self_w[c0:c1], self_spec[c0:c1], L, S,
+                                   table, inv_h, k_max, local.work if reuse else None)
+            Xt = torch.from_numpy(X).view(nc * S, L + 1, 2 * L + 2, n_pad)
             if n_pad != N:
-                X = X[..., :N].contiguous()
-            return c0, c1, X if average == "inner" else plan.power_spectrum(X, nc, consts)
+                Xt = Xt[..., :N].contiguous()
+            return c0, c1, Xt if average == "inner" else plan.power_spectrum(Xt, nc, consts)
 
         # Chunks run concurrently, one Python thread each with single-threaded torch inside: the
         # kernel releases the GIL and a chunk is only a dozen large torch calls.
