@@ -1,15 +1,15 @@
-"""Compiled CPU kernel for the GTO expansion (forward only; numba), used by ``SOAP.create``.
+"""Compiled CPU kernels of the GTO expansion (forward only; numba), used by ``SOAP.create``.
 
 When no derivative can be requested, the device is the CPU, the basis is ``"gto"`` and numba
 is importable (the ``fast`` extra; it also comes with ``sparse``, so with ``.[all]``),
-:class:`pointsym.descriptors.SOAP` evaluates the pairs with :func:`pair_slots` instead of the
-torch engine (:mod:`pointsym.descriptors._engine`, which keeps serving autograd, CUDA and the
-polynomial basis; ``POINTSYM_NO_NUMBA=1`` forces it everywhere). Both produce the same
-coefficient layout, so the contraction, power spectrum, averaging and feature gather are the
-same torch code.
+:class:`pointsym.descriptors.SOAP` computes the expansion coefficients with
+:func:`coefficients` instead of the torch engine (:mod:`pointsym.descriptors._engine`, which
+keeps serving autograd, CUDA and the polynomial basis; ``POINTSYM_NO_NUMBA=1`` forces it
+everywhere). Both produce the same coefficient layout, so the power spectrum, averaging and
+feature gather are the same torch code.
 
-Per neighbour pair, in one compiled pass that writes straight into the padded slot layout the
-batched matrix products read (no intermediate tensors, no exponentials):
+Per (centre, species) group of neighbour pairs, in one compiled pass (no intermediate tensors,
+no exponentials):
 
 * the **orthonormalised** radial functions ``R_ln(r) = sum_n' M[l, n, n'] K_ln' r^l
   exp(-a_ln' r^2)`` from a quintic Hermite table built once per setting (exact values and
@@ -18,9 +18,10 @@ batched matrix products read (no intermediate tensors, no exponentials):
   which also removes the Löwdin matrix product of the torch engine;
 * the real spherical harmonics of the direction by the normalised associated-Legendre
   recursion (the same ``Q_lm`` and packed layout as :mod:`pointsym.descriptors._harmonics`),
-  vectorised over the pairs of one (centre, species) group, the weight folded in.
+  vectorised over the group's pairs, the weight folded in;
+* the contraction ``c[l, m, n] = sum_k Y_lm(k) R_ln(k)`` as dot products over the pairs.
 
-The contraction ``c[g, l, :, n] = Y_l[g] @ R_l[g]`` is then one ``torch.bmm`` per ``l``.
+:func:`cell_pairs` is the neighbour search of this path (a compiled cell list).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     numba = None
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "cell_pairs", "coefficients", "legendre_recursion", "pair_slots", "radial_table"]
+__all__ = ["HAVE_NUMBA", "cell_pairs", "coefficients", "legendre_recursion", "radial_table"]
 
 # Relative interpolation error aimed at (of the largest |R_ln|): quintic Hermite error bound
 # h^6 max|f^(6)| / 46080 with f^(6) ~ 120 a^3 for exp(-a r^2)  ->  h = SPACING / sqrt(a_max).
@@ -124,134 +125,6 @@ def radial_table(log_c: np.ndarray, a: np.ndarray, M: np.ndarray, cutoff: float,
 
 
 if HAVE_NUMBA:
-
-    @numba.njit(nogil=True, cache=True, fastmath={"contract"})
-    def _slots_kernel(vec, w, spec, start, self_w, self_spec, c_lo, c_hi, S, L, Ks, yoff, roff, table, inv_h, qmm,
-                      qa, qb, ybuf, rbuf):  # pragma: no cover - jit
-        """Harmonics and radial values of every pair, written to padded per-(centre, species) slots.
-
-        Block ``(l, s)`` of ``ybuf`` (at ``yoff[l, s]``) is ``(n_centres, 2 l + 2, Ks[s])``, of
-        ``rbuf`` (at ``roff[l, s]``) ``(n_centres, Ks[s], n_pad)`` (the table's padded lanes).
-        Unused slots are zeroed. The harmonics are evaluated for all pairs of a (centre,
-        species) group at once (loops over pairs innermost, SIMD-vectorised).
-        """
-        n_int = table.shape[0]
-        LNP = table.shape[2]
-        NP = LNP // (L + 1)
-        K = max(1, Ks.max())
-        Rloc = np.empty((K, LNP), dtype=ybuf.dtype)
-        ux = np.empty(K, dtype=ybuf.dtype)
-        uy = np.empty(K, dtype=ybuf.dtype)
-        uz = np.empty(K, dtype=ybuf.dtype)
-        wv = np.empty(K, dtype=ybuf.dtype)
-        cr = np.empty((L + 1, K), dtype=ybuf.dtype)
-        ci = np.empty((L + 1, K), dtype=ybuf.dtype)
-        q1 = np.empty(K, dtype=ybuf.dtype)
-        q2 = np.empty(K, dtype=ybuf.dtype)
-        for c in range(c_lo, c_hi):
-            p0 = start[c]
-            n_pairs = start[c + 1] - p0
-            has_self = self_w[c] != 0.0
-            for s in range(S):
-                Kg = Ks[s]
-                if Kg == 0:
-                    continue
-                cnt = 0
-                if has_self and self_spec[c] == s:  # the centre's own atom, at r = 0
-                    ux[0] = 0.0
-                    uy[0] = 0.0
-                    uz[0] = 1.0
-                    wv[0] = self_w[c]
-                    src = table[0, 0]
-                    dst = Rloc[0]
-                    for q in range(LNP):
-                        dst[q] = src[q]
-                    cnt = 1
-                for k in range(n_pairs):
-                    p = p0 + k
-                    if spec[p] != s:
-                        continue
-                    x = vec[p, 0]
-                    y = vec[p, 1]
-                    z = vec[p, 2]
-                    r = math.sqrt(x * x + y * y + z * z)
-                    u = r * inv_h
-                    i = int(u)
-                    if i >= n_int:
-                        i = n_int - 1
-                    t = u - i
-                    t0 = table[i, 0]
-                    t1 = table[i, 1]
-                    t2 = table[i, 2]
-                    t3 = table[i, 3]
-                    t4 = table[i, 4]
-                    t5 = table[i, 5]
-                    R = Rloc[cnt]
-                    for q in range(LNP):
-                        R[q] = t0[q] + t * (t1[q] + t * (t2[q] + t * (t3[q] + t * (t4[q] + t * t5[q]))))
-                    if r > 0.0:
-                        inv_r = 1.0 / r
-                        ux[cnt] = x * inv_r
-                        uy[cnt] = y * inv_r
-                        uz[cnt] = z * inv_r
-                    else:
-                        ux[cnt] = 0.0
-                        uy[cnt] = 0.0
-                        uz[cnt] = 1.0
-                    wv[cnt] = w[p]
-                    cnt += 1
-                # padding slots: zero radial values and harmonics
-                for l in range(L + 1):
-                    o = roff[l, s] + c * Kg * NP
-                    dst2 = rbuf[o : o + Kg * NP].reshape(Kg, NP)
-                    for k in range(cnt):
-                        src = Rloc[k]
-                        d = dst2[k]
-                        for n in range(NP):
-                            d[n] = src[l * NP + n]
-                    rbuf[o + cnt * NP : o + Kg * NP] = 0.0
-                    base = yoff[l, s] + c * (2 * l + 2) * Kg
-                    for row in range(2 * l + 2):
-                        ybuf[base + row * Kg + cnt : base + row * Kg + Kg] = 0.0
-                # (ux + i uy)^m, vectorised over the group's pairs
-                cr[0, :cnt] = 1.0
-                ci[0, :cnt] = 0.0
-                for m in range(1, L + 1):
-                    a_r = cr[m - 1]
-                    a_i = ci[m - 1]
-                    b_r = cr[m]
-                    b_i = ci[m]
-                    for k in range(cnt):
-                        b_r[k] = a_r[k] * ux[k] - a_i[k] * uy[k]
-                        b_i[k] = a_r[k] * uy[k] + a_i[k] * ux[k]
-                # Q_lm by the recursion in l; rows m (cos) and l + 1 + m (sin) of degree l; weight folded in
-                for m in range(L + 1):
-                    base = yoff[m, s] + c * (2 * m + 2) * Kg
-                    qm = qmm[m]
-                    c_m = cr[m]
-                    s_m = ci[m]
-                    yc = ybuf[base + m * Kg : base + m * Kg + Kg]
-                    ys = ybuf[base + (2 * m + 1) * Kg : base + (2 * m + 1) * Kg + Kg]
-                    for k in range(cnt):
-                        v = qm * wv[k]
-                        q1[k] = v
-                        q2[k] = 0.0
-                        yc[k] = v * c_m[k]
-                        ys[k] = v * s_m[k]
-                    for l in range(m + 1, L + 1):
-                        a = qa[l, m]
-                        b = qb[l, m]
-                        base = yoff[l, s] + c * (2 * l + 2) * Kg
-                        yc = ybuf[base + m * Kg : base + m * Kg + Kg]
-                        ys = ybuf[base + (l + 1 + m) * Kg : base + (l + 1 + m) * Kg + Kg]
-                        for k in range(cnt):
-                            v = a * uz[k] * q1[k] - b * q2[k]
-                            yc[k] = v * c_m[k]
-                            ys[k] = v * s_m[k]
-                            q2[k] = q1[k]
-                            q1[k] = v
-
-
 
     @numba.njit(nogil=True, cache=True, fastmath={"contract", "reassoc"})
     def _coeffs_kernel(vec, w, spec, start, self_w, self_spec, c_lo, c_hi, S, L, table, inv_h, qmm, qa, qb,
@@ -590,56 +463,3 @@ def cell_pairs(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff:
             return counts, vec[:total], nbr[:total]
         cap = total
     raise AssertionError("unreachable: the second pass has the exact capacity")  # pragma: no cover
-
-
-def slot_offsets(n_centres: int, ks: np.ndarray, l_max: int, n_pad: int) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Offsets of the ``(l, species)`` blocks in the flat buffers of :func:`pair_slots` and their sizes."""
-    L1, S = l_max + 1, ks.shape[0]
-    ysize = n_centres * (2 * np.arange(L1)[:, None] + 2) * ks[None, :]  # (L + 1, S)
-    rsize = np.broadcast_to(n_centres * ks[None, :] * n_pad, (L1, S))
-    yoff = np.concatenate([[0], np.cumsum(ysize.reshape(-1))[:-1]]).reshape(L1, S).astype(np.int64)
-    roff = np.concatenate([[0], np.cumsum(rsize.reshape(-1))[:-1]]).reshape(L1, S).astype(np.int64)
-    return yoff, roff, int(ysize.sum()), int(rsize.sum())
-
-
-def pair_slots(vec: np.ndarray, w: np.ndarray, spec: np.ndarray, start: np.ndarray, self_w: np.ndarray,
-               self_spec: np.ndarray, l_max: int, ks: np.ndarray, table: np.ndarray, inv_h: float,
-               n_threads: int = 1, work: tuple[np.ndarray, np.ndarray] | None = None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Harmonics and radial values of the pairs of centres ``c`` (pairs ``start[c]:start[c + 1]``).
-
-    ``vec`` ``(P, 3)``, ``w`` ``(P,)``, ``spec`` ``(P,)`` int64, ``start`` ``(C + 1,)`` int64 (offsets
-    into ``vec``); ``self_w``/``self_spec`` ``(C,)``: weight (0: none) and species of an atom
-    sitting on the centre; ``ks`` ``(S,)``: slots per centre for each neighbour species, at
-    least the largest count (own atom included).
-
-    Returns ``ybuf``, ``rbuf`` and the block offsets ``yoff``, ``roff`` ``(L + 1, S)`` (see
-    :func:`slot_offsets`): block ``(l, s)`` of ``ybuf`` is ``(C, 2 l + 2, ks[s])`` (packed
-    harmonics times the weight), of ``rbuf`` ``(C, ks[s], n_pad)`` (orthonormalised radial
-    values; lanes ``n >= n_max`` are zero); unused slots are zero.
-    ``n_threads > 1`` splits the centres into ranges of equal pair counts run by Python threads
-    (the kernel releases the GIL, so no OpenMP pool competes with torch's). ``work``: optional
-    preallocated flat buffers to write into.
-    """
-    qmm, qa, qb = legendre_recursion(l_max)
-    dt = table.dtype
-    C = start.shape[0] - 1
-    ks = np.asarray(ks, dtype=np.int64)
-    yoff, roff, ny, nr = slot_offsets(C, ks, l_max, table.shape[2] // (l_max + 1))
-    if work is not None and work[0].shape[0] >= ny and work[1].shape[0] >= nr:
-        ybuf, rbuf = work[0][:ny], work[1][:nr]  # reused buffers: no fresh pages to fault in per chunk
-    else:
-        ybuf, rbuf = np.empty(ny, dtype=dt), np.empty(nr, dtype=dt)
-    args = (ks.shape[0], l_max, ks, yoff, roff, table, dt.type(inv_h), qmm.astype(dt), qa.astype(dt),
-            qb.astype(dt), ybuf, rbuf)
-    self_w = self_w.astype(dt, copy=False)
-    if n_threads <= 1 or 2 * n_threads > C:
-        _slots_kernel(vec, w, spec, start, self_w, self_spec, 0, C, *args)
-    else:
-        cuts = np.searchsorted(start, np.linspace(start[0], start[-1], n_threads + 1)[1:-1])
-        bounds = [0, *sorted({int(x) for x in cuts if int(x) in range(1, C)}), C]
-        futures = [_pool(n_threads).submit(_slots_kernel, vec, w, spec, start, self_w, self_spec, c0, c1, *args)
-                   for c0, c1 in zip(bounds[:-1], bounds[1:], strict=True)]
-        for f in futures:
-            f.result()
-    return ybuf, rbuf, yoff, roff
