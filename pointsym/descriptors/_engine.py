@@ -186,6 +186,18 @@ class Plan:
             self._host_fast["fast_table"] = radial_table(w[:, 0], -w[:, 1], M, self.cutoff)
         return self._host_fast["fast_table"]
 
+    def fast_features(self, n_pad: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(src, prefactor)`` of the compiled power spectrum for rows of ``n_pad`` lanes per
+        species (uncompressed layout only, else None)."""
+        if self.compression != "off":
+            return None
+        key = f"features_{n_pad}"
+        if key not in self._host_fast:
+            from pointsym.descriptors._fast import padded_layout
+
+            self._host_fast[key] = padded_layout(self._src, self._prefactor, self.n_species, self.n_max, n_pad)
+        return self._host_fast[key]
+
     def __getstate__(self) -> dict[str, Any]:
         # The per-(dtype, device) tensor cache is rebuilt on demand: dropping it keeps pickles
         # (Dask / multiprocessing workers) small and free of GPU tensors.

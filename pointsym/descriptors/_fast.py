@@ -41,7 +41,8 @@ except ImportError:  # pragma: no cover - depends on the environment
     numba = None
     HAVE_NUMBA = False
 
-__all__ = ["HAVE_NUMBA", "cell_pairs", "coefficients", "legendre_recursion", "radial_table"]
+__all__ = ["HAVE_NUMBA", "cell_pairs", "coefficients", "legendre_recursion", "padded_layout",
+           "power_spectrum", "radial_table"]
 
 # Relative interpolation error aimed at (of the largest |R_ln|): quintic Hermite error bound
 # h^6 max|f^(6)| / 46080 with f^(6) ~ 120 a^3 for exp(-a r^2)  ->  h = SPACING / sqrt(a_max).
@@ -134,16 +135,19 @@ if HAVE_NUMBA:
         Per (centre, species) group: the radial values of the group's pairs into ``Rt``
         ``(LNP, K)`` (transposed: pairs innermost), the weighted packed harmonics into ``Yt``
         ``((L + 1) (L + 2), K)`` (rows ``l (l + 1) + [cos m = 0..l, sin m = 0..l]``), then
-        ``X[c - c_lo, s, l, row, n] = sum_k Yt[l (l + 1) + row, k] Rt[l NP + n, k]`` as dot
+        ``X[c - c_lo, l, row, s, n] = sum_k Yt[l (l + 1) + row, k] Rt[l NP + n, k]`` as dot
         products over the pairs, four ``n`` at a time (SIMD over pairs, the reassociation
-        lets LLVM vectorise the sums). ``X`` ``(c_hi - c_lo, S, L + 1, 2 L + 2, NP)`` is
-        overwritten (rows ``2 l + 2..`` and the sin m = 0 row are zero).
+        lets LLVM vectorise the sums). ``X`` ``(c_hi - c_lo, L + 1, 2 L + 2, S, NP)`` is
+        overwritten (rows ``2 l + 2..`` and the sin m = 0 row are zero); species and radial
+        index innermost, so each (l, row) is one contiguous ``S NP`` vector for the power
+        spectrum.
         """
         n_int = table.shape[0]
         LNP = table.shape[2]
         NP = LNP // (L + 1)
         K = Rt.shape[1]
         dt = Rt.dtype
+        Rp = np.empty((K, LNP), dtype=dt)
         ux = np.empty(K, dtype=dt)
         uy = np.empty(K, dtype=dt)
         uz = np.empty(K, dtype=dt)
@@ -157,8 +161,7 @@ if HAVE_NUMBA:
             n_pairs = start[c + 1] - p0
             has_self = self_w[c] != 0.0
             for s in range(S):
-                Xcs = X[c - c_lo, s]
-                Xcs[:] = 0.0
+                Xc = X[c - c_lo]
                 cnt = 0
                 if has_self and self_spec[c] == s:  # the centre's own atom, at r = 0
                     ux[0] = 0.0
@@ -167,7 +170,7 @@ if HAVE_NUMBA:
                     wv[0] = self_w[c]
                     src = table[0, 0]
                     for q in range(LNP):
-                        Rt[q, 0] = src[q]
+                        Rp[0, q] = src[q]
                     cnt = 1
                 for k in range(n_pairs):
                     p = p0 + k
@@ -188,8 +191,9 @@ if HAVE_NUMBA:
                     t3 = table[i, 3]
                     t4 = table[i, 4]
                     t5 = table[i, 5]
+                    dst = Rp[cnt]  # pair-major here (contiguous stores), transposed below in blocks
                     for q in range(LNP):
-                        Rt[q, cnt] = t0[q] + t * (t1[q] + t * (t2[q] + t * (t3[q] + t * (t4[q] + t * t5[q]))))
+                        dst[q] = t0[q] + t * (t1[q] + t * (t2[q] + t * (t3[q] + t * (t4[q] + t * t5[q]))))
                     if r > 0.0:
                         inv_r = 1.0 / r
                         ux[cnt] = x * inv_r
@@ -202,7 +206,24 @@ if HAVE_NUMBA:
                     wv[cnt] = w[p]
                     cnt += 1
                 if cnt == 0:
+                    for l in range(L + 1):
+                        for row in range(2 * L + 2):
+                            for n in range(NP):
+                                Xc[l, row, s, n] = 0.0
                     continue
+                for l in range(L + 1):  # the rows the contraction leaves: sin m = 0 and beyond 2 l + 2
+                    for n in range(NP):
+                        Xc[l, l + 1, s, n] = 0.0
+                    for row in range(2 * l + 2, 2 * L + 2):
+                        for n in range(NP):
+                            Xc[l, row, s, n] = 0.0
+                # Rt = Rp^T by blocks of 8 pairs: each store run fills whole cache lines (a
+                # transposed store per value would touch a new line per lane and pair)
+                for k0 in range(0, cnt, 8):
+                    k1 = min(cnt, k0 + 8)
+                    for q in range(LNP):
+                        for k in range(k0, k1):
+                            Rt[q, k] = Rp[k, q]
                 # (ux + i uy)^m, vectorised over the group's pairs
                 for k in range(cnt):
                     cr[0, k] = 1.0
@@ -255,10 +276,43 @@ if HAVE_NUMBA:
                                 s1 += yk * r1[k]
                                 s2 += yk * r2[k]
                                 s3 += yk * r3[k]
-                            Xcs[l, row, n0] = s0
-                            Xcs[l, row, n0 + 1] = s1
-                            Xcs[l, row, n0 + 2] = s2
-                            Xcs[l, row, n0 + 3] = s3
+                            Xc[l, row, s, n0] = s0
+                            Xc[l, row, s, n0 + 1] = s1
+                            Xc[l, row, s, n0 + 2] = s2
+                            Xc[l, row, s, n0 + 3] = s3
+
+
+    @numba.njit(nogil=True, cache=True, fastmath={"contract", "reassoc"})
+    def _power_kernel(X, src, pref, out):  # pragma: no cover - jit
+        """``out[c, f] = pref[f] P_c[src[f]]``, ``P_c[l, a, b] = sum_row X[c, l, row, a] X[c, l, row, b]``.
+
+        ``a``, ``b`` run over the ``S NP`` contiguous (species, padded n) values of a row; the
+        full Gram matrix (fixed trip counts vectorise; the lower half costs less than the
+        remainder loops of a triangle) starts from the first row's outer product.
+        """
+        C, L1, M, S, NP = X.shape
+        SN = S * NP
+        # Indices are loop variables only (numba then skips its negative-index wraparound,
+        # which would keep LLVM from vectorising the inner loops).
+        P = np.empty((L1, SN, SN), dtype=X.dtype)
+        flat = P.reshape(L1 * SN * SN)
+        for c in range(C):
+            Xc = X[c].reshape(L1, M, SN)
+            for l in range(L1):
+                for a in range(SN):
+                    x = Xc[l, 0, a]
+                    for b in range(SN):
+                        P[l, a, b] = x * Xc[l, 0, b]
+                for row in range(1, 2 * l + 2):
+                    if row == l + 1:  # sin of m = 0: zero
+                        continue
+                    for a in range(SN):
+                        x = Xc[l, row, a]
+                        for b in range(SN):
+                            P[l, a, b] += x * Xc[l, row, b]
+            oc = out[c]
+            for f in range(src.shape[0]):
+                oc[f] = pref[f] * flat[src[f]]
 
     @numba.njit(nogil=True, cache=True)
     def _cell_pairs_kernel(frac, cell, pad, nimg, cutoff, counts, vec, nbr):  # pragma: no cover - jit
@@ -402,7 +456,7 @@ def coefficients(vec: np.ndarray, w: np.ndarray, spec: np.ndarray, start: np.nda
     sitting on the centre; ``k_max``: at least the largest number of neighbours of one species
     around one centre (own atom included).
 
-    Returns ``X`` ``(C, n_species, l_max + 1, 2 l_max + 2, n_pad)`` in the table's dtype: the
+    Returns ``X`` ``(C, l_max + 1, 2 l_max + 2, n_species, n_pad)`` in the table's dtype: the
     packed real harmonics (rows ``m`` cos, ``l + 1 + m`` sin, zero beyond ``2 l + 2``) times the
     orthonormalised radial functions (lanes ``n >= n_max`` zero), summed over the pairs with
     their weights. ``out``: optional buffer of at least that size to write into.
@@ -412,7 +466,7 @@ def coefficients(vec: np.ndarray, w: np.ndarray, spec: np.ndarray, start: np.nda
     C = start.shape[0] - 1
     L1 = l_max + 1
     n_pad = table.shape[2] // L1
-    shape = (C, n_species, L1, 2 * l_max + 2, n_pad)
+    shape = (C, L1, 2 * l_max + 2, n_species, n_pad)
     size = int(np.prod(shape))
     X = out[:size].reshape(shape) if out is not None and out.shape[0] >= size else np.empty(shape, dtype=dt)
     K = max(1, int(k_max))
@@ -421,6 +475,32 @@ def coefficients(vec: np.ndarray, w: np.ndarray, spec: np.ndarray, start: np.nda
     _coeffs_kernel(vec, w, spec, start, self_w.astype(dt, copy=False), self_spec, 0, C, n_species, l_max, table,
                    dt.type(inv_h), qmm.astype(dt), qa.astype(dt), qb.astype(dt), Rt, Yt, X)
     return X
+
+
+def power_spectrum(X: np.ndarray, layout: tuple[np.ndarray, np.ndarray], out: np.ndarray) -> None:
+    """Uncompressed power spectrum of :func:`coefficients`' ``X`` written into ``out`` ``(C, F)``.
+
+    ``layout``: ``(src, prefactor)`` from :func:`padded_layout` (flat indices into the
+    per-centre ``(L + 1, S n_pad, S n_pad)`` Gram matrices, in the torch engine's, hence
+    DScribe's, feature order).
+    """
+    src, pref = layout
+    _power_kernel(X, src, pref.astype(X.dtype, copy=False), out)
+
+
+def padded_layout(src: np.ndarray, prefactor: np.ndarray | float, n_species: int, n_max: int, n_pad: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Re-index the uncompressed layout's ``src`` (``l (S n)^2 + a S n + b``, ``a = s n_max + n``)
+    for rows padded to ``n_pad`` lanes per species; returns ``(src, prefactor per feature)``."""
+    sn = n_species * n_max
+    src = np.asarray(src, dtype=np.int64)
+    f_l, rem = np.divmod(src, sn * sn)
+    a, b = np.divmod(rem, sn)
+    snp = n_species * n_pad
+    a = (a // n_max) * n_pad + a % n_max
+    b = (b // n_max) * n_pad + b % n_max
+    pref = np.ascontiguousarray(np.broadcast_to(prefactor, src.shape), dtype=np.float64)
+    return np.ascontiguousarray(f_l * snp * snp + a * snp + b), pref
 
 
 def cell_pairs(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float

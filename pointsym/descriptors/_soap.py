@@ -664,6 +664,7 @@ class SOAP:
         size = max(1, min(_FAST_CHUNK_VALUES // per_centre, -(-C // max(1, torch.get_num_threads()))))
         chunks = [(c0, min(C, c0 + size)) for c0 in range(0, C, size)]
         local = threading.local()
+        layout = plan.fast_features(n_pad) if average != "inner" else None
 
         def run(chunk: tuple[int, int]) -> tuple[int, int, torch.Tensor]:
             """Coefficients (average="inner") or features of one chunk of centres."""
@@ -675,9 +676,12 @@ class SOAP:
             k_max = int(counts[c0:c1].max()) if nc else 1
             X = _fast.coefficients(vec, w, pair_spec, start[c0 : c1 + 1], self_w[c0:c1], self_spec[c0:c1], L, S,
                                    table, inv_h, k_max, local.work if reuse else None)
-            Xt = torch.from_numpy(X).view(nc * S, L + 1, 2 * L + 2, n_pad)
-            if n_pad != N:
-                Xt = Xt[..., :N].contiguous()
+            if layout is not None:  # compiled power spectrum, straight into the output rows
+                dest = out[c0:c1] if average == "off" else torch.empty(nc, plan.n_features, dtype=dtype)
+                _fast.power_spectrum(X, layout, dest.numpy())
+                return c0, c1, dest
+            # (nc, L + 1, M, S, n_pad) -> the torch engine's (nc S, L + 1, M, n)
+            Xt = torch.from_numpy(X).permute(0, 3, 1, 2, 4)[..., :N].reshape(nc * S, L + 1, 2 * L + 2, N)
             return c0, c1, Xt if average == "inner" else plan.power_spectrum(Xt, nc, consts)
 
         # Chunks run concurrently, one Python thread each with single-threaded torch inside: the
@@ -690,7 +694,7 @@ class SOAP:
                 acc.index_add_(0, gsys, value)
             elif average == "outer":
                 out.index_add_(0, sys_t[c0:c1], value)
-            else:
+            elif layout is None:  # the compiled power spectrum wrote its rows already
                 out[c0:c1] = value
         empty = np.zeros(0, dtype=np.int64)
         batch = Batch(systems=systems, atom_offset=empty, numbers=empty, centre_system=csys, centre_atom=empty,
