@@ -211,9 +211,7 @@ if HAVE_NUMBA:
                             for n in range(NP):
                                 Xc[l, row, s, n] = 0.0
                     continue
-                for l in range(L + 1):  # the rows the contraction leaves: sin m = 0 and beyond 2 l + 2
-                    for n in range(NP):
-                        Xc[l, l + 1, s, n] = 0.0
+                for l in range(L + 1):  # the rows the contraction leaves: beyond 2 l + 2
                     for row in range(2 * l + 2, 2 * L + 2):
                         for n in range(NP):
                             Xc[l, row, s, n] = 0.0
@@ -254,32 +252,49 @@ if HAVE_NUMBA:
                             Yt[row_s, k] = v * ci[m, k]
                             q2[k] = q1[k]
                             q1[k] = v
-                # contraction: dot products over the pairs, four radial lanes at a time
+                # contraction: dot products over the pairs, two rows x four radial lanes at a time
+                # (2 l + 2 rows is even; the sin m = 0 row holds zeros and comes out zero)
                 for l in range(L + 1):
                     base = l * (l + 1)
-                    for row in range(2 * l + 2):
-                        if row == l + 1:  # sin of m = 0
-                            continue
-                        yv = Yt[base + row]
+                    for row in range(0, 2 * l + 2, 2):
+                        ya = Yt[base + row]
+                        yb = Yt[base + row + 1]
                         for n0 in range(0, NP, 4):
                             r0 = Rt[l * NP + n0]
                             r1 = Rt[l * NP + n0 + 1]
                             r2 = Rt[l * NP + n0 + 2]
                             r3 = Rt[l * NP + n0 + 3]
-                            s0 = 0.0
-                            s1 = 0.0
-                            s2 = 0.0
-                            s3 = 0.0
+                            a0 = 0.0
+                            a1 = 0.0
+                            a2 = 0.0
+                            a3 = 0.0
+                            b0 = 0.0
+                            b1 = 0.0
+                            b2 = 0.0
+                            b3 = 0.0
                             for k in range(cnt):
-                                yk = yv[k]
-                                s0 += yk * r0[k]
-                                s1 += yk * r1[k]
-                                s2 += yk * r2[k]
-                                s3 += yk * r3[k]
-                            Xc[l, row, s, n0] = s0
-                            Xc[l, row, s, n0 + 1] = s1
-                            Xc[l, row, s, n0 + 2] = s2
-                            Xc[l, row, s, n0 + 3] = s3
+                                u = ya[k]
+                                v = yb[k]
+                                x0 = r0[k]
+                                x1 = r1[k]
+                                x2 = r2[k]
+                                x3 = r3[k]
+                                a0 += u * x0
+                                a1 += u * x1
+                                a2 += u * x2
+                                a3 += u * x3
+                                b0 += v * x0
+                                b1 += v * x1
+                                b2 += v * x2
+                                b3 += v * x3
+                            Xc[l, row, s, n0] = a0
+                            Xc[l, row, s, n0 + 1] = a1
+                            Xc[l, row, s, n0 + 2] = a2
+                            Xc[l, row, s, n0 + 3] = a3
+                            Xc[l, row + 1, s, n0] = b0
+                            Xc[l, row + 1, s, n0 + 1] = b1
+                            Xc[l, row + 1, s, n0 + 2] = b2
+                            Xc[l, row + 1, s, n0 + 3] = b3
 
 
     @numba.njit(nogil=True, cache=True, fastmath={"contract", "reassoc"})
