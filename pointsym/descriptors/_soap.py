@@ -41,8 +41,8 @@ _MAX_GROUP_CENTRES = 4096
 # The compiled path (:mod:`pointsym.descriptors._fast`) keeps no per-slot intermediates, so its
 # memory is the pair list of a group: smaller groups keep the peak near DScribe's.
 _MAX_GROUP_CENTRES_FAST = 512
-# Coefficients per chunk of the compiled path (4 MB in float64: the chunk's power spectrum stays in cache).
-_FAST_CHUNK_VALUES = 1 << 19
+# Coefficients per chunk of the compiled path (2 MB in float64: the chunk's power spectrum stays in cache).
+_FAST_CHUNK_VALUES = 1 << 18
 
 
 @contextlib.contextmanager
