@@ -64,6 +64,7 @@ __all__ = [
     "read_torch_file",
     "resolve_model_class",
     "trainer_extra",
+    "trainer_weights",
 ]
 
 #: ``"format"`` entry of a pointsym model file.
@@ -367,6 +368,13 @@ def trainer_extra(raw: Any, path: str | os.PathLike[str]) -> dict[str, Any] | No
     return extra if isinstance(extra, dict) else {}
 
 
+def trainer_weights(raw: dict[str, Any]) -> Any:
+    """The weights a Trainer checkpoint stands for: the weight average (``"ema"``) of a run trained
+    with ``ema_decay`` (``last.pt`` keeps the raw weights under ``"model"`` only to resume), else
+    ``"model"``."""
+    return raw["ema"] if raw.get("ema") is not None else raw["model"]
+
+
 def from_trainer_checkpoint(cls: type, raw: Any, path: str | os.PathLike[str], *, key: str = "model") -> Any:
     """Rebuild ``cls`` from a Trainer checkpoint with ``config.extra[key] = {"class", "hypers"}``.
 
@@ -379,7 +387,7 @@ def from_trainer_checkpoint(cls: type, raw: Any, path: str | os.PathLike[str], *
     spec = extra.get(key)
     if not isinstance(spec, dict) or spec.get("class") != cls.__name__ or not isinstance(spec.get("hypers"), dict):
         raise CheckpointError(describe_foreign(raw, path, cls.__name__))
-    return build_from_state(cls, spec["hypers"], raw["model"], path)
+    return build_from_state(cls, spec["hypers"], trainer_weights(raw), path)
 
 
 def describe_foreign(raw: Any, path: str | os.PathLike[str], expected: str) -> str:

@@ -23,7 +23,7 @@ from pointsym.core import (
     parse_species,
     warn_deprecated,
 )
-from pointsym.core.checkpoints import build_from_state, describe_foreign, trainer_extra
+from pointsym.core.checkpoints import build_from_state, describe_foreign, trainer_extra, trainer_weights
 from pointsym.core.deprecation import renamed_kwargs
 
 __all__ = [
@@ -462,7 +462,7 @@ class NeSF(CheckpointMixin, nn.Module):
         hypers = extra.get("nesf")
         if not isinstance(hypers, dict):
             raise CheckpointError(describe_foreign(raw, path, cls.__name__))
-        return build_from_state(cls, hypers, raw["model"], path)
+        return build_from_state(cls, hypers, trainer_weights(raw), path)
 
     def reset_parameters(self) -> None:
         for m in (self.encoder, self.position_decoder, self.species_decoder, self.lattice_head):

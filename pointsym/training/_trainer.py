@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,7 +196,7 @@ def init_weights(model: torch.nn.Module, path: str | os.PathLike[str], *, flag: 
     file under ``key``. A model of another class or architecture is a ``ValueError`` that
     names the differing hyper-parameters (or parameter shapes) and ``flag``.
     """
-    from pointsym.core.checkpoints import is_model_payload, trainer_extra
+    from pointsym.core.checkpoints import is_model_payload, trainer_extra, trainer_weights
 
     name = str(path)
     raw = read_torch_file(path, map_location="cpu")
@@ -211,8 +212,7 @@ def init_weights(model: torch.nn.Module, path: str | os.PathLike[str], *, flag: 
     elif (extra := trainer_extra(raw, path)) is not None:
         spec = extra.get("model")
         stored = spec.get("hypers") if isinstance(spec, dict) and spec.get("class") == type(model).__name__ else None
-        # A checkpoint of a weight-averaged run: the average is the model (best.pt holds it in both keys).
-        state = raw["ema"] if raw.get("ema") is not None else raw["model"]
+        state = trainer_weights(raw)
     else:
         raise CheckpointError(f"{flag} {name!r} is neither a pointsym model file nor a Trainer checkpoint.")
     if isinstance(stored, dict) and isinstance(hypers, dict):
@@ -368,7 +368,8 @@ class Trainer:
         # Weight average (config.ema_decay): a copy of every float tensor of the state dict.
         self.ema_state: dict[str, torch.Tensor] | None = None
         self.ema_steps = 0
-        self._ema_float: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._ema_avg: list[torch.Tensor] = []
+        self._ema_live: list[torch.Tensor] = []
         self._ema_other: list[tuple[torch.Tensor, torch.Tensor]] = []
         #: Why the last :meth:`fit` stopped: "epochs", "patience", "max_minutes" or "min_lr".
         self.stopped_by: str | None = None
@@ -470,10 +471,11 @@ class Trainer:
         if self.ema_state is None:
             self.ema_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             self.ema_steps = 0
-        # (average, live tensor) pairs for one fused update per step; the live tensors share the
+        # (average, live tensor) lists for one fused update per step; the live tensors share the
         # parameters' storage (load_state_dict copies in place, so they stay valid).
         live = self.model.state_dict()
-        self._ema_float = [(self.ema_state[k], v) for k, v in live.items() if v.is_floating_point()]
+        self._ema_avg = [self.ema_state[k] for k, v in live.items() if v.is_floating_point()]
+        self._ema_live = [v for v in live.values() if v.is_floating_point()]
         self._ema_other = [(self.ema_state[k], v) for k, v in live.items() if not v.is_floating_point()]
 
     @torch.no_grad()
@@ -482,29 +484,23 @@ class Trainer:
             return
         self.ema_steps += 1
         decay = min(float(self.config.ema_decay), (1.0 + self.ema_steps) / (10.0 + self.ema_steps))
-        if self._ema_float:
-            avg, val = zip(*self._ema_float, strict=True)
-            torch._foreach_lerp_(list(avg), list(val), 1.0 - decay)
+        if self._ema_avg:
+            torch._foreach_lerp_(self._ema_avg, self._ema_live, 1.0 - decay)
         for a, v in self._ema_other:  # integer buffers (counters) follow the model
             a.copy_(v)
 
-    def _ema_swapped(self) -> Any:
+    @contextlib.contextmanager
+    def _ema_swapped(self) -> Iterator[None]:
         """Context in which the model holds the averaged weights (no-op without EMA)."""
-        import contextlib
-
-        @contextlib.contextmanager
-        def swap() -> Any:
-            if self.ema_state is None:
-                yield
-                return
-            raw = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            self.model.load_state_dict(self.ema_state)
-            try:
-                yield
-            finally:
-                self.model.load_state_dict(raw)
-
-        return swap()
+        if self.ema_state is None:
+            yield
+            return
+        raw = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(self.ema_state)
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(raw)
 
     def eval_state(self) -> dict[str, torch.Tensor]:
         """The weights validation uses: the average with ``ema_decay``, else the model's own."""

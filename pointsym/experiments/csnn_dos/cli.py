@@ -510,6 +510,7 @@ def load_run(path: str | Path, device: str = "cpu", *,
     the returned ``extra["model_options"]`` holds the options the model was built with.
     """
     from pointsym.core import CheckpointError
+    from pointsym.core.checkpoints import trainer_weights
     from pointsym.electronic import energy_grid
     from pointsym.experiments.csnn_dos.adapters import get_adapter
     from pointsym.training import load_checkpoint
@@ -525,8 +526,7 @@ def load_run(path: str | Path, device: str = "cpu", *,
     model = adapter.build_model(energy_grid(g["e_min"], g["e_max"], g["step"]), dict(extra["model_options"]))
     model = model.to(_DTYPE)
     try:
-        # --ema-decay runs: the average is the model (last.pt keeps the raw weights beside it)
-        model.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"])
+        model.load_state_dict(trainer_weights(ckpt))  # the weight average of an --ema-decay run
     except RuntimeError as exc:
         raise CheckpointError(f"{str(path)!r}: its weights do not fit the model rebuilt from its settings "
                               f"({str(exc).splitlines()[0]}).") from exc
