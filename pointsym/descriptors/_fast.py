@@ -136,11 +136,11 @@ if HAVE_NUMBA:
         ``(LNP, K)`` (transposed: pairs innermost), the weighted packed harmonics into ``Yt``
         ``((L + 1) (L + 2), K)`` (rows ``l (l + 1) + [cos m = 0..l, sin m = 0..l]``), then
         ``X[c - c_lo, l, row, s, n] = sum_k Yt[l (l + 1) + row, k] Rt[l NP + n, k]`` as dot
-        products over the pairs, four ``n`` at a time (SIMD over pairs, the reassociation
-        lets LLVM vectorise the sums). ``X`` ``(c_hi - c_lo, L + 1, 2 L + 2, S, NP)`` is
-        overwritten (rows ``2 l + 2..`` and the sin m = 0 row are zero); species and radial
-        index innermost, so each (l, row) is one contiguous ``S NP`` vector for the power
-        spectrum.
+        products over the pairs, two rows x four ``n`` at a time (SIMD over pairs, the
+        reassociation lets LLVM vectorise the sums). ``X`` ``(c_hi - c_lo, L + 1, 2 L + 2, S,
+        NP)`` is overwritten (rows ``2 l + 2..`` zero; the sin m = 0 row comes out zero);
+        species and radial index innermost, so each (l, row) is one contiguous ``S NP`` vector
+        for the power spectrum.
         """
         n_int = table.shape[0]
         LNP = table.shape[2]
@@ -548,8 +548,15 @@ def cell_pairs(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff:
     nimg = np.where(pbc, np.ceil(reach), 0).astype(np.int64)
     n = frac.shape[0]
     counts = np.zeros(n, dtype=np.int64)
-    density = n / abs(np.linalg.det(cell))
-    cap = int(1.2 * n * density * 4.0 / 3.0 * math.pi * cutoff**3) + 64
+    # First guess of the pair count (an underestimate costs a second pass, nothing else): the
+    # number density of the cell, or of the atoms' bounding box along open axes, and never more
+    # than every atom against every kept image.
+    extent = np.ptp(np.asarray(positions, dtype=np.float64), axis=0) + cutoff
+    volume = abs(np.linalg.det(cell)) if pbc.all() else float(np.prod(np.where(
+        pbc, np.linalg.norm(cell, axis=1), extent)))
+    density = n / max(volume, 1e-12)
+    cap = min(int(1.2 * n * density * 4.0 / 3.0 * math.pi * cutoff**3) + 64,
+              n * n * int(np.prod(2 * nimg + 1)))
     for _ in range(2):
         vec = np.empty((cap, 3))
         nbr = np.empty(cap, dtype=np.int64)

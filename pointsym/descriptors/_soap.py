@@ -555,8 +555,9 @@ class SOAP:
         """Pairs grouped by centre for the compiled kernel: vectors, neighbour species, CSR starts.
 
         Every-atom centres (the common case) are searched directly (all pairs for compact
-        clouds, else vesin's sorted list with the vectors it computes) and the centre's own atom
-        is passed separately; other centre specifications go through :func:`build_batch`.
+        clouds, else the compiled cell list :func:`~pointsym.descriptors._fast.cell_pairs`, or
+        vesin for a singular periodic cell) and the centre's own atom is passed separately;
+        other centre specifications go through :func:`build_batch`.
         """
         cutoff = self._plan.cutoff
         lookup = np.full(int(self._atomic_numbers.max()) + 1, -1, dtype=np.int64)
@@ -657,8 +658,8 @@ class SOAP:
         out = torch.zeros(B, plan.n_features, dtype=dtype) if average == "outer" else torch.empty(
             C, plan.n_features, dtype=dtype)
         sys_t = torch.as_tensor(csys)
-        # Chunks of consecutive centres whose coefficients fit ~4 MB (cache-sized power spectra);
-        # at least one centre, and enough chunks for the threads.
+        # Chunks of consecutive centres whose coefficients fit _FAST_CHUNK_VALUES (cache-sized power
+        # spectra); at least one centre, and enough chunks for the threads.
         n_pad = table.shape[2] // (L + 1)
         per_centre = S * (L + 1) * (2 * L + 2) * n_pad
         size = max(1, min(_FAST_CHUNK_VALUES // per_centre, -(-C // max(1, torch.get_num_threads()))))

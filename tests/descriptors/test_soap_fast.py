@@ -189,3 +189,14 @@ def test_cell_pairs_is_vesins_full_list(case):
 def test_cell_pairs_declines_a_singular_periodic_cell():
     cell = np.array([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 0.0]])  # ASE's slab without a z vector
     assert _fast.cell_pairs(np.zeros((2, 3)), cell, np.array([True, True, False]), 3.0) is None
+
+
+def test_cell_pairs_sizes_its_buffer_from_the_cloud_not_from_a_unit_cell():
+    # A large open cloud has no cell to take the density from: a first guess of n^2 x (4/3 pi
+    # r^3) pairs per unit volume would ask for tens of GB here; the bounding box gives the density.
+    import vesin
+
+    pos = np.random.default_rng(0).uniform(0, 60.0, (3000, 3))
+    counts, vectors, _ = _fast.cell_pairs(pos, np.zeros((3, 3)), np.zeros(3, dtype=bool), 3.0)
+    i, _ = vesin.NeighborList(cutoff=3.0, full_list=True).compute(pos, np.zeros((3, 3)), False, quantities="ij")
+    assert np.array_equal(counts, np.bincount(i, minlength=len(pos))) and vectors.shape == (counts.sum(), 3)
