@@ -64,6 +64,24 @@ def _threads(n_jobs: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _stacked(parts: list[torch.Tensor]) -> torch.Tensor | None:
+    """``torch.stack(parts)`` as a view when the parts lie back to back in one storage, else ``None``.
+
+    The per-system results of one evaluation are consecutive row blocks of a single output
+    tensor; viewing them as one saves copying the whole result (~5 % of ``create`` on small
+    periodic cells).
+    """
+    first = parts[0]
+    if not first.is_contiguous():
+        return None
+    ptr, n = first.untyped_storage().data_ptr(), first.numel()
+    for i, p in enumerate(parts):
+        if (p.shape != first.shape or p.dtype != first.dtype or not p.is_contiguous()
+                or p.untyped_storage().data_ptr() != ptr or p.storage_offset() != first.storage_offset() + i * n):
+            return None
+    return first.as_strided((len(parts), *first.shape), (n, *first.stride()))
+
+
 class SOAP:
     r"""Smooth Overlap of Atomic Positions: partial power spectrum, DScribe 2.1 compatible.
 
@@ -803,6 +821,8 @@ class SOAP:
         with _threads(n_jobs), torch.no_grad():
             tensors = self._evaluate_parts(systems, centres, torch.float64)
         np_dtype = np.float32 if self.dtype == "float32" else np.float64
+        if not single and len(tensors) > 1 and (whole := _stacked(tensors)) is not None:
+            return self._format(whole.cpu().numpy().astype(np_dtype, copy=False))
         parts = [p.cpu().numpy().astype(np_dtype, copy=False) for p in tensors]
         if single or len(parts) == 1:
             return self._format(parts[0])

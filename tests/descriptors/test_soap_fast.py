@@ -119,6 +119,20 @@ def test_fast_path_point_cloud_all_pairs_and_threads(monkeypatch):
     np.testing.assert_array_equal(soap.create(clouds, n_jobs=2), soap.create(clouds, n_jobs=1))
 
 
+def test_several_systems_come_back_as_one_writable_array_equal_to_the_single_results():
+    """``create`` on a list views the one output buffer instead of stacking copies (_stacked)."""
+    frames = [rattled_silicon(seed=s) for s in (1, 2, 3)]
+    soap = SOAP(species=["Si"], r_cut=4.0, n_max=4, l_max=4, sigma=0.5, periodic=True)
+    whole = soap.create(frames)
+    singles = np.stack([soap.create(f) for f in frames])
+    assert whole.shape == singles.shape and whole.flags.c_contiguous and whole.flags.writeable
+    np.testing.assert_array_equal(whole, singles)
+    whole[0] = 0.0  # the caller owns it: a second call is unaffected
+    np.testing.assert_array_equal(soap.create(frames)[0], singles[0])
+    mean = SOAP(species=["Si"], r_cut=4.0, n_max=4, l_max=4, sigma=0.5, periodic=True, average="outer").create(frames)
+    np.testing.assert_allclose(mean, singles.mean(axis=1), rtol=1e-12, atol=0)
+
+
 def test_fast_path_float32(monkeypatch):
     si = rattled_silicon(seed=1)
     soap = SOAP(species=["Si"], r_cut=5.0, n_max=8, l_max=6, sigma=0.5, periodic=True, dtype="float32")
