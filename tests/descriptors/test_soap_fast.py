@@ -120,7 +120,7 @@ def test_fast_path_point_cloud_all_pairs_and_threads(monkeypatch):
 
 
 def test_several_systems_come_back_as_one_writable_array_equal_to_the_single_results():
-    """``create`` on a list views the one output buffer instead of stacking copies (_stacked)."""
+    """``create`` on a list views the one output buffer instead of stacking copies (_soap._stack)."""
     frames = [rattled_silicon(seed=s) for s in (1, 2, 3)]
     soap = SOAP(species=["Si"], r_cut=4.0, n_max=4, l_max=4, sigma=0.5, periodic=True)
     whole = soap.create(frames)
@@ -129,6 +129,7 @@ def test_several_systems_come_back_as_one_writable_array_equal_to_the_single_res
     np.testing.assert_array_equal(whole, singles)
     whole[0] = 0.0  # the caller owns it: a second call is unaffected
     np.testing.assert_array_equal(soap.create(frames)[0], singles[0])
+    np.testing.assert_array_equal(soap.create_tensor(frames).numpy(), singles)  # the same view path
     mean = SOAP(species=["Si"], r_cut=4.0, n_max=4, l_max=4, sigma=0.5, periodic=True, average="outer").create(frames)
     np.testing.assert_allclose(mean, singles.mean(axis=1), rtol=1e-12, atol=0)
 
